@@ -1,0 +1,24 @@
+"""The one place mover reads time, so tests can control it."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+
+def monotonic() -> float:
+    return time.monotonic()
+
+
+def sleep(seconds: float) -> None:
+    """Block the calling thread (only ever a worker thread, never the event loop)."""
+    time.sleep(seconds)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime | None = None) -> str:
+    """UTC time as ``2026-11-25T02:15:00Z``."""
+    return (moment or now()).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,79 @@
+"""The error tree of mover. Every error a user can meet is one of these classes.
+
+Each class carries a message template over its fields (what failed, and the fix) and the
+process exit status the CLI and the worker use. Third-party exceptions (pyvmomi, aiohttp,
+OSError) are mapped to these at the adapter that meets them, with ``raise ... from exc``.
+
+    MoverError                      exit 1   anything unexpected that still has a message
+    ├── UsageError                  exit 2   bad command line or job file
+    ├── ConnectError                exit 3   server unreachable, TLS/thumbprint mismatch
+    │   └── AuthenticationError     exit 4   wrong user or password
+    ├── NotFoundError               exit 5   unknown VM, backup or disk
+    ├── VSphereError                exit 6   a vSphere call failed (snapshot, CBT, query)
+    │   └── UnsupportedVMError      exit 7   VM cannot be backed up as asked (no CBT, ...)
+    ├── TransportError              exit 8   reading disk data failed (HTTP, short reads)
+    ├── RepositoryError             exit 9   repository damaged, wrong format, I/O failure
+    │   └── IntegrityError          exit 10  a chunk or index does not match its digest
+    └── Interrupted                 exit 130 stopped by SIGINT/SIGTERM after cleaning up
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class MoverError(Exception):
+    """Base class: ``str(err)`` is the one-line cause and fix for a person."""
+
+    exit_code: ClassVar[int] = 1
+    template: ClassVar[str] = "{detail}"
+
+    def __init__(self, detail: str = "", **fields: Any) -> None:
+        self.detail = detail
+        self.fields = fields
+        super().__init__(self.template.format(detail=detail, **fields))
+
+    @property
+    def kind(self) -> str:
+        """A stable machine-readable name for the JSON result."""
+        return type(self).__name__
+
+
+class UsageError(MoverError):
+    exit_code = 2
+
+
+class ConnectError(MoverError):
+    exit_code = 3
+
+
+class AuthenticationError(ConnectError):
+    exit_code = 4
+
+
+class NotFoundError(MoverError):
+    exit_code = 5
+
+
+class VSphereError(MoverError):
+    exit_code = 6
+
+
+class UnsupportedVMError(VSphereError):
+    exit_code = 7
+
+
+class TransportError(MoverError):
+    exit_code = 8
+
+
+class RepositoryError(MoverError):
+    exit_code = 9
+
+
+class IntegrityError(RepositoryError):
+    exit_code = 10
+
+
+class Interrupted(MoverError):
+    exit_code = 130

@@ -1,0 +1,43 @@
+# Sourced by scripts/test, scripts/demo, scripts/bench and scripts/lab: idempotent set-up of
+# what mover and its lab need on a fresh Debian machine. Prints progress on stderr only, so a
+# caller's stdout stays machine-readable.
+
+MOVER_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+VENV="$MOVER_ROOT/.venv"
+
+_log() { echo "setup: $*" >&2; }
+
+# ensure_apt PKG...: install the Debian packages that are missing (root or sudo).
+ensure_apt() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  _log "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+}
+
+# ensure_lab_toolchain: Go and VMware's govmomi sources (vcsim) for the lab.
+ensure_lab_toolchain() {
+  ensure_apt golang-go golang-github-vmware-govmomi-dev
+}
+
+# ensure_venv: .venv with mover installed editable and its test extras. Re-installs only when
+# pyproject.toml changed since the last install.
+ensure_venv() {
+  local stamp="$VENV/.mover-installed"
+  if [ ! -x "$VENV/bin/python" ]; then
+    _log "creating virtualenv $VENV"
+    python3 -m venv "$VENV" >&2
+  fi
+  if [ ! -f "$stamp" ] || [ "$MOVER_ROOT/pyproject.toml" -nt "$stamp" ]; then
+    _log "installing mover and its test dependencies into $VENV"
+    "$VENV/bin/pip" install -q --upgrade pip >&2
+    "$VENV/bin/pip" install -q -e "$MOVER_ROOT[test]" >&2
+    touch "$stamp"
+  fi
+}
