@@ -1,0 +1,100 @@
+"""Copy the planned reads of one disk through the pipeline into an index."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from mover.extents import Extent
+from mover.index import FixedIndex
+from mover.pipeline.process import BlockProcessor
+from mover.pipeline.transport import Transport
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    fetchers: int = 8               # concurrent reads per disk
+    workers: int = max(2, os.cpu_count() or 2)   # executor threads doing CPU work
+    queue_depth: int = 8            # fetched reads waiting for a worker
+    max_read: int = 4 * 1024 * 1024
+
+    def peak_buffers(self) -> int:
+        return self.fetchers + self.queue_depth + self.workers
+
+
+@dataclass(slots=True)
+class CopyStats:
+    bytes_read: int = 0
+    bytes_stored: int = 0
+    blocks: int = 0
+    zero_blocks: int = 0
+    new_chunks: int = 0
+    dedup_chunks: int = 0
+    seconds: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+Progress = Callable[[int], None]
+"""Called on the event loop with the number of bytes just processed."""
+
+
+async def copy_disk(transport: Transport, reads: Iterable[Extent], index: FixedIndex,
+                    processor: BlockProcessor, executor: Executor, settings: PipelineSettings,
+                    progress: Progress | None = None) -> CopyStats:
+    """Read every extent of ``reads`` and record each block's digest in ``index``.
+
+    When this returns, every chunk the index now names is in the sink. On an error the
+    first failure is raised (other stages are cancelled) and the index must not be
+    committed."""
+    loop = asyncio.get_running_loop()
+    stats = CopyStats()
+    pending = iter(reads)
+    fetched: asyncio.Queue[tuple[int, bytearray] | None] = asyncio.Queue(settings.queue_depth)
+    started = loop.time()
+
+    async def fetch() -> None:
+        for extent in pending:  # one shared iterator: each read is taken by one fetcher
+            buf = bytearray(extent.length)
+            await transport.read_into(extent.start, memoryview(buf))
+            stats.bytes_read += extent.length
+            await fetched.put((extent.start, buf))
+
+    async def process() -> None:
+        while (item := await fetched.get()) is not None:
+            offset, buf = item
+            for result in await loop.run_in_executor(executor, processor, offset, buf):
+                index.set(result.block, result.digest)
+                stats.blocks += 1
+                if result.digest is None:
+                    stats.zero_blocks += 1
+                elif result.stored:
+                    stats.new_chunks += 1
+                    stats.bytes_stored += result.stored
+                else:
+                    stats.dedup_chunks += 1
+            if progress is not None:
+                progress(len(buf))
+
+    fetchers = max(1, min(settings.fetchers, transport.max_readers))
+    try:
+        async with asyncio.TaskGroup() as group:
+            workers = [group.create_task(process()) for _ in range(settings.workers)]
+            await asyncio.gather(*(fetch() for _ in range(fetchers)))
+            for _ in workers:
+                await fetched.put(None)
+    except BaseExceptionGroup as group_error:
+        raise _first(group_error) from None
+    stats.seconds = loop.time() - started
+    return stats
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real error of a task group, so users see one cause, not a tree."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = next((e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)),
+                   exc.exceptions[0])
+    return exc

@@ -1,0 +1,81 @@
+"""Finding a VM by name, MoRef, instance UUID or inventory path, and its datacenter."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pyVmomi import vim, vmodl
+
+from mover.errors import NotFoundError, UsageError
+from mover.vsphere.session import Session
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_MOREF = re.compile(r"^vm-\d+$")
+
+
+def find_vm(session: Session, spec: str) -> Any:
+    """The ``vim.VirtualMachine`` that ``spec`` names: an instance UUID, a MoRef (``vm-42``),
+    an inventory path (``DC0/vm/web01``) or a name that must be unique."""
+    return session.call(lambda: _find(session, spec))
+
+
+def _find(session: Session, spec: str) -> Any:
+    content = session.content
+    if _UUID.match(spec):
+        vm = content.searchIndex.FindByUuid(None, spec, True, True)
+        if vm is not None:
+            return vm
+    if _MOREF.match(spec):
+        vm = vim.VirtualMachine(spec, session.service_instance._stub)
+        try:
+            vm.name  # noqa: B018 - the property read proves the MoRef exists
+            return vm
+        except vmodl.fault.ManagedObjectNotFound:
+            pass
+    if "/" in spec:
+        vm = content.searchIndex.FindByInventoryPath(spec)
+        if isinstance(vm, vim.VirtualMachine):
+            return vm
+    matches = [vm for vm, name in _all_vm_names(content) if name == spec]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        ids = ", ".join(vm._moId for vm in matches)
+        raise UsageError(f"{len(matches)} VMs are named {spec!r} ({ids}): name one by MoRef "
+                         "or instance UUID")
+    raise NotFoundError(f"no VM {spec!r} on {session.address.host}: give its exact name, "
+                        "MoRef (vm-N), instance UUID or inventory path")
+
+
+def _all_vm_names(content: Any) -> list[tuple[Any, str]]:
+    """Every VM with its name in one PropertyCollector round trip."""
+    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+    try:
+        spec = vmodl.query.PropertyCollector.FilterSpec(
+            objectSet=[vmodl.query.PropertyCollector.ObjectSpec(
+                obj=view, skip=True,
+                selectSet=[vmodl.query.PropertyCollector.TraversalSpec(
+                    name="view", path="view", skip=False, type=vim.view.ContainerView)])],
+            propSet=[vmodl.query.PropertyCollector.PropertySpec(
+                type=vim.VirtualMachine, pathSet=["name"])])
+        result = content.propertyCollector.RetrieveContents([spec])
+        return [(obj.obj, obj.propSet[0].val) for obj in result if obj.propSet]
+    finally:
+        view.Destroy()
+
+
+def datacenter_path(vm: Any) -> str:
+    """The datacenter's inventory path as ``/folder``'s ``dcPath`` wants it (``DC0`` or
+    ``Folder/DC0`` for a datacenter inside folders)."""
+    node = vm.parent
+    while node is not None and not isinstance(node, vim.Datacenter):
+        node = node.parent
+    if node is None:
+        raise NotFoundError(f"VM {vm.name!r} is in no datacenter")
+    parts = [node.name]
+    parent = node.parent
+    while isinstance(parent, vim.Folder) and parent.parent is not None:
+        parts.append(parent.name)
+        parent = parent.parent
+    return "/".join(reversed(parts))

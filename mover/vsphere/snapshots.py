@@ -1,0 +1,106 @@
+"""The backup snapshot: create, find, remove; and recognising mover's own leftovers.
+
+mover's snapshots are named ``mover-<backup id>`` and carry ``TAG`` in their description.
+Only snapshots with both marks are ever removed as orphans: a user's snapshot is never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pyVmomi import vim
+
+from mover import clock
+from mover.errors import VSphereError
+from mover.vsphere import tasks
+from mover.vsphere.session import Session
+
+log = logging.getLogger(__name__)
+
+PREFIX = "mover-"
+TAG = "[mover backup snapshot]"
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRef:
+    ref: Any
+    name: str
+    description: str
+
+    @property
+    def moref(self) -> str:
+        return str(self.ref._moId)
+
+    @property
+    def is_movers(self) -> bool:
+        return self.name.startswith(PREFIX) and TAG in self.description
+
+
+def walk(vm: Any) -> Iterator[SnapshotRef]:
+    """Every snapshot of ``vm``, parents before children."""
+    info = vm.snapshot
+    stack = list(reversed(info.rootSnapshotList)) if info else []
+    while stack:
+        node = stack.pop()
+        yield SnapshotRef(node.snapshot, node.name, node.description or "")
+        stack.extend(reversed(node.childSnapshotList or []))
+
+
+def create(session: Session, vm: Any, name: str, purpose: str, quiesce: bool) -> tuple[Any, float]:
+    """Create a snapshot without memory; return it and how long the task ran (the stun)."""
+    description = f"{purpose} {TAG} Safe to delete when no mover job runs."
+
+    def start_and_wait() -> Any:
+        task = vm.CreateSnapshot_Task(name=name, description=description, memory=False,
+                                      quiesce=quiesce)
+        return tasks.wait(task, f"creating snapshot {name!r} of VM {vm.name!r}")
+
+    started = clock.monotonic()
+    snapshot = session.call(lambda: tasks.retry_busy(start_and_wait, f"snapshot of {vm.name!r}"))
+    return snapshot, clock.monotonic() - started
+
+
+def remove(session: Session, snapshot: Any, name: str, attempts: int = 6) -> float:
+    """Remove a snapshot, consolidating its delta; retries while the VM is busy. Returns
+    the seconds the removal took."""
+
+    def start_and_wait() -> None:
+        task = snapshot.RemoveSnapshot_Task(removeChildren=False, consolidate=True)
+        tasks.wait(task, f"removing snapshot {name!r}")
+
+    started = clock.monotonic()
+    session.call(lambda: tasks.retry_busy(start_and_wait, f"removing snapshot {name!r}",
+                                          attempts=attempts))
+    return clock.monotonic() - started
+
+
+def remove_orphans(session: Session, vm: Any, keep: str | None = None) -> list[str]:
+    """Remove mover's snapshots left by earlier runs that crashed; return their names."""
+    removed = []
+    for snap in session.call(lambda: list(walk(vm))):
+        if snap.is_movers and snap.name != keep:
+            log.warning("removing snapshot %r left by an earlier mover run", snap.name)
+            remove(session, snap.ref, snap.name)
+            removed.append(snap.name)
+    return removed
+
+
+def user_snapshots(session: Session, vm: Any) -> list[str]:
+    return [s.name for s in session.call(lambda: list(walk(vm))) if not s.is_movers]
+
+
+def consolidation_needed(session: Session, vm: Any) -> bool:
+    try:
+        return bool(session.call(lambda: vm.runtime.consolidationNeeded))
+    except (vim.fault.VimFault, AttributeError):  # older hosts do not report it
+        return False
+
+
+def exists(session: Session, vm: Any, moref: str) -> bool:
+    try:
+        return any(s.moref == moref for s in session.call(lambda: list(walk(vm))))
+    except VSphereError:
+        return False
