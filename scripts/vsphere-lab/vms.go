@@ -1,0 +1,232 @@
+package main
+
+import (
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/vmware/govmomi/find"
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+type diskSpec struct {
+	Capacity int64  `json:"capacity"`
+	Type     string `json:"type"`
+}
+
+type vmSpec struct {
+	Name    string     `json:"name"`
+	Disks   []diskSpec `json:"disks"`
+	PowerOn *bool      `json:"powerOn"`
+	CBT     bool       `json:"cbt"`
+}
+
+// createVM creates a real vcsim VM (through vcsim's own CreateVM_Task, in process) with a SCSI
+// controller and the requested disks, then takes over its disk files as layered disks.
+func (l *Lab) createVM(spec vmSpec) (*labVM, error) {
+	if spec.Name == "" || strings.ContainsAny(spec.Name, "/\\[] ") {
+		return nil, fmt.Errorf("invalid VM name %q", spec.Name)
+	}
+	if l.vms[spec.Name] != nil {
+		return nil, fmt.Errorf("VM %q exists", spec.Name)
+	}
+	for i, d := range spec.Disks {
+		if d.Capacity <= 0 || d.Capacity%512 != 0 {
+			return nil, fmt.Errorf("disk %d: capacity must be a positive multiple of 512", i)
+		}
+		switch d.Type {
+		case "":
+			spec.Disks[i].Type = "thin"
+		case "thin", "eagerZeroedThick":
+		default:
+			return nil, fmt.Errorf("disk %d: type must be thin or eagerZeroedThick", i)
+		}
+	}
+	finder := find.NewFinder(l.client, false)
+	dc, err := finder.Datacenter(bg, l.dc)
+	if err != nil {
+		return nil, err
+	}
+	finder.SetDatacenter(dc)
+	folders, err := dc.Folders(bg)
+	if err != nil {
+		return nil, err
+	}
+	pools, err := finder.ResourcePoolList(bg, "*")
+	if err != nil || len(pools) == 0 {
+		return nil, fmt.Errorf("no resource pool: %v", err)
+	}
+
+	ctrl := &types.ParaVirtualSCSIController{VirtualSCSIController: types.VirtualSCSIController{
+		SharedBus: types.VirtualSCSISharingNoSharing,
+		VirtualController: types.VirtualController{
+			BusNumber:     0,
+			VirtualDevice: types.VirtualDevice{Key: 1000},
+		},
+	}}
+	changes := []types.BaseVirtualDeviceConfigSpec{
+		&types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: ctrl},
+	}
+	ds := l.dsRef
+	for i, d := range spec.Disks {
+		unit := int32(i)
+		if unit >= 7 { // unit 7 is the SCSI controller itself
+			unit++
+		}
+		disk := &types.VirtualDisk{
+			VirtualDevice: types.VirtualDevice{
+				Key:           int32(2000 + i),
+				ControllerKey: 1000,
+				UnitNumber:    &unit,
+				Backing: &types.VirtualDiskFlatVer2BackingInfo{
+					VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{
+						FileName: fmt.Sprintf("[%s]", l.dsName), Datastore: &ds,
+					},
+					DiskMode:        string(types.VirtualDiskModePersistent),
+					ThinProvisioned: types.NewBool(spec.Disks[i].Type == "thin"),
+					EagerlyScrub:    types.NewBool(spec.Disks[i].Type == "eagerZeroedThick"),
+				},
+			},
+			CapacityInKB:    d.Capacity / 1024,
+			CapacityInBytes: d.Capacity,
+		}
+		changes = append(changes, &types.VirtualDeviceConfigSpec{
+			Operation:     types.VirtualDeviceConfigSpecOperationAdd,
+			FileOperation: types.VirtualDeviceConfigSpecFileOperationCreate,
+			Device:        disk,
+		})
+	}
+	cs := types.VirtualMachineConfigSpec{
+		Name:         spec.Name,
+		GuestId:      string(types.VirtualMachineGuestOsIdentifierOtherGuest64),
+		Version:      "vmx-13",
+		NumCPUs:      1,
+		MemoryMB:     256,
+		Files:        &types.VirtualMachineFileInfo{VmPathName: fmt.Sprintf("[%s]", l.dsName)},
+		DeviceChange: changes,
+	}
+	task, err := folders.VmFolder.CreateVM(bg, cs, pools[0], nil)
+	if err != nil {
+		return nil, err
+	}
+	info, err := task.WaitForResult(bg, nil)
+	if err != nil {
+		return nil, err
+	}
+	ref := info.Result.(types.ManagedObjectReference)
+	sv := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+
+	vm := &labVM{name: spec.Name, ref: ref, power: types.VirtualMachinePowerStatePoweredOff}
+	for _, dev := range sv.Config.Hardware.Device {
+		vd, ok := dev.(*types.VirtualDisk)
+		if !ok {
+			continue
+		}
+		b := vd.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+		var p object.DatastorePath
+		p.FromString(b.FileName)
+		stem := strings.TrimSuffix(p.Path, ".vmdk")
+		i := int(vd.Key - 2000)
+		d := &disk{key: vd.Key, stem: stem, capacity: spec.Disks[i].Capacity,
+			kind: spec.Disks[i].Type, uuid: newVMwareUUID()}
+		base, err := openLayer(l.root, stem+".vmdk", stem+"-flat.vmdk", d.capacity, "")
+		if err != nil {
+			return nil, err
+		}
+		d.chain = []*layer{base}
+		if err := writeFile(l.datastorePath(base.desc), descriptor(d, base.data, "")); err != nil {
+			return nil, err
+		}
+		vm.disks = append(vm.disks, d)
+	}
+	l.vms[vm.name] = vm
+	l.byRef[ref.Value] = vm
+	l.reconcile(vm)
+
+	vmo := object.NewVirtualMachine(l.client, ref)
+	if spec.CBT {
+		t, err := vmo.Reconfigure(bg, types.VirtualMachineConfigSpec{ChangeTrackingEnabled: types.NewBool(true)})
+		if err == nil {
+			err = t.Wait(bg)
+		}
+		if err != nil {
+			return nil, err
+		}
+		l.reconcile(vm) // powered off: tracking is active at once
+	}
+	if spec.PowerOn == nil || *spec.PowerOn {
+		t, err := vmo.PowerOn(bg)
+		if err == nil {
+			err = t.Wait(bg)
+		}
+		if err != nil {
+			return nil, err
+		}
+		l.reconcile(vm)
+	}
+	return vm, nil
+}
+
+// destroyVM powers the VM off and destroys it through vcsim, then drops its files.
+func (l *Lab) destroyVM(vm *labVM) error {
+	vmo := object.NewVirtualMachine(l.client, vm.ref)
+	if sv := l.simVM(vm); sv != nil {
+		if sv.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn {
+			if t, err := vmo.PowerOff(bg); err == nil {
+				_ = t.Wait(bg)
+			}
+		}
+		t, err := vmo.Destroy(bg)
+		if err == nil {
+			err = t.Wait(bg)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	l.forget(vm)
+	return nil
+}
+
+// vmJSON renders what GET /lab/vms/{name} returns.
+func (l *Lab) vmJSON(vm *labVM) map[string]interface{} {
+	sv := l.simVM(vm)
+	out := map[string]interface{}{"name": vm.name, "moref": vm.ref.Value}
+	if sv != nil {
+		out["instanceUuid"] = sv.Config.InstanceUuid
+		out["uuid"] = sv.Config.Uuid
+		out["powerState"] = string(sv.Runtime.PowerState)
+	}
+	active := false
+	disks := []map[string]interface{}{}
+	for _, d := range vm.disks {
+		active = active || d.cbt.active
+		var chain []string
+		for _, ly := range d.chain {
+			chain = append(chain, fmt.Sprintf("[%s] %s", l.dsName, ly.desc))
+		}
+		disks = append(disks, map[string]interface{}{
+			"key":      d.key,
+			"file":     fmt.Sprintf("[%s] %s", l.dsName, d.top().desc),
+			"baseFile": fmt.Sprintf("[%s] %s", l.dsName, d.chain[0].desc),
+			"flatFile": path.Clean(d.chain[0].data),
+			"chain":    chain,
+			"uuid":     d.uuid,
+			"capacity": d.capacity,
+			"type":     d.kind,
+			"changeId": nullable(d.cbt.changeID()),
+		})
+	}
+	out["disks"] = disks
+	out["cbt"] = map[string]bool{"enabled": vm.cbtEnabled, "active": active}
+	return out
+}
+
+func nullable(s string) interface{} {
+	if s == "" {
+		return nil
+	}
+	return s
+}
