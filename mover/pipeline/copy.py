@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
+from mover.aio import first_error
 from mover.extents import Extent
 from mover.index import FixedIndex
 from mover.pipeline.process import BlockProcessor
@@ -86,15 +87,7 @@ async def copy_disk(transport: Transport, reads: Iterable[Extent], index: FixedI
             for _ in workers:
                 await fetched.put(None)
     except BaseExceptionGroup as group_error:
-        raise _first(group_error) from None
+        raise first_error(group_error) from None
     stats.seconds = loop.time() - started
     return stats
 
-
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first real error of a task group, so users see one cause, not a tree."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = next((e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)),
-                   exc.exceptions[0])
-    return exc

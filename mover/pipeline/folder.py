@@ -25,7 +25,10 @@ def folder_url(base_url: str, datastore: str, path: str, datacenter: str) -> URL
     return URL(f"{base_url}/folder/{quote(path)}?{query}", encoded=True)
 
 
-def ssl_setting(insecure: bool, thumbprint: bytes | None) -> ssl.SSLContext | aiohttp.Fingerprint | bool:
+SslSetting = ssl.SSLContext | aiohttp.Fingerprint | bool
+
+
+def ssl_setting(insecure: bool, thumbprint: bytes | None) -> SslSetting:
     """aiohttp's ``ssl=`` for the same trust the control plane uses."""
     if thumbprint is not None:
         return aiohttp.Fingerprint(thumbprint)
@@ -39,7 +42,7 @@ class FolderTransport:
     TLS) is owned by the caller and shared between disks."""
 
     def __init__(self, http: aiohttp.ClientSession, url: URL, size: int, max_readers: int,
-                 ssl_: ssl.SSLContext | aiohttp.Fingerprint | bool = True) -> None:
+                 ssl_: SslSetting = True) -> None:
         self.name = url.path
         self.size = size
         self.max_readers = max_readers

@@ -14,12 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pyVmomi import vim, vmodl
-
 from mover.errors import UnsupportedVMError, VSphereError
 from mover.extents import Extent, normalize
 from mover.vsphere import snapshots, tasks
 from mover.vsphere.session import Session
+from mover.vsphere.vmomi import vim, vmodl
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pyVmomi import vim, vmodl
-
 from mover.errors import NotFoundError, UsageError
 from mover.vsphere.session import Session
+from mover.vsphere.vmomi import vim, vmodl
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _MOREF = re.compile(r"^vm-\d+$")

@@ -10,11 +10,9 @@ from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any, TypeVar
 
-from pyVim import connect
-from pyVmomi import vim
-
 from mover.errors import AuthenticationError, ConnectError
 from mover.vsphere.address import ServerAddress, TlsPolicy
+from mover.vsphere.vmomi import connect, vim
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,10 +64,11 @@ class Session:
             ) from exc
         except ssl.SSLCertVerificationError as exc:
             raise ConnectError(
-                f"the TLS certificate of {self.address.host} is not trusted ({exc.verify_message}): "
-                "install its CA, pin it with --thumbprint SHA256, or use --insecure"
+                f"the TLS certificate of {self.address.host} is not trusted "
+                f"({exc.verify_message}): install its CA, pin it with --thumbprint SHA256, "
+                "or use --insecure"
             ) from exc
-        except (ssl.SSLError, connect.vim.fault.HostConnectFault) as exc:
+        except ssl.SSLError as exc:
             raise ConnectError(f"TLS to {self.address.base_url} failed: {exc}") from exc
         except Exception as exc:
             if "Thumbprint" in type(exc).__name__ or "thumbprint" in str(exc).lower():

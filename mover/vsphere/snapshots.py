@@ -11,12 +11,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pyVmomi import vim
-
 from mover import clock
 from mover.errors import VSphereError
 from mover.vsphere import tasks
 from mover.vsphere.session import Session
+from mover.vsphere.vmomi import vim
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from pyVmomi import vim
-
 from mover import clock
 from mover.errors import VSphereError
+from mover.vsphere.vmomi import vim
 
 T = TypeVar("T")
 
@@ -22,7 +21,8 @@ def wait(task: Any, what: str, timeout: float = 3600.0, poll: float = 0.1) -> An
         if info.state == vim.TaskInfo.State.success:
             return info.result
         if info.state == vim.TaskInfo.State.error:
-            raise VSphereError(f"{what} failed: {fault_message(info.error)}") from _as_exc(info.error)
+            raise VSphereError(f"{what} failed: {fault_message(info.error)}") from _as_exc(
+                info.error)
         if clock.monotonic() > deadline:
             raise VSphereError(f"{what} did not finish within {timeout:.0f} s")
         clock.sleep(poll)

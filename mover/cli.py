@@ -1,0 +1,219 @@
+"""``mover``: the command line. A stable contract, documented in the README.
+
+Exit status is the ``exit_code`` of the error class (see ``mover.errors``); 0 on success.
+With ``--json`` the last line of stdout is one JSON object: the result, or the error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mover import __version__
+from mover.errors import Interrupted, MoverError, UsageError
+from mover.jobs.backup import run_backup
+from mover.jobs.reporting import BackupResult
+from mover.jobs.restore import run_restore
+from mover.jobs.settings import BackupSettings, RestoreSettings
+from mover.pipeline.copy import PipelineSettings
+from mover.progress import BarReporter, JsonReporter, human_bytes
+from mover.repo import Repository
+from mover.vsphere.address import ServerAddress, TlsPolicy
+from mover.vsphere.session import Credentials
+
+T = TypeVar("T")
+MiB = 1024 * 1024
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="mover", description="Incremental CBT backups of "
+                                  "vSphere virtual disks into a content-addressed repository.")
+    top.add_argument("--version", action="version", version=f"mover {__version__}")
+    top.add_argument("-v", "--verbose", action="count", default=0, help="more log detail")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("backup", help="back up a VM (full or incremental)")
+    b.add_argument("--server", required=True, help="vCenter/ESXi host name or URL")
+    b.add_argument("--user", required=True)
+    b.add_argument("--password-file", type=Path,
+                   help="file holding the password (or set MOVER_PASSWORD)")
+    tls = b.add_mutually_exclusive_group()
+    tls.add_argument("--insecure", action="store_true", help="do not verify the certificate")
+    tls.add_argument("--thumbprint", help="pin the server certificate's SHA-256 fingerprint")
+    b.add_argument("--vm", required=True, help="name, MoRef, instance UUID or inventory path")
+    b.add_argument("--repo", required=True, type=Path)
+    b.add_argument("--full", action="store_true", help="ignore the previous backup")
+    b.add_argument("--quiesce", action="store_true", help="quiesce the guest file systems")
+    b.add_argument("--no-enable-cbt", action="store_true",
+                   help="fail instead of enabling CBT on a VM that has it off")
+    b.add_argument("--block-size", type=int, help="block size in MiB of a NEW repository")
+    b.add_argument("--fetchers", type=int, default=8, help="concurrent reads per disk")
+    b.add_argument("--parallel-disks", type=int, default=2)
+    b.add_argument("--json", action="store_true", help="JSON lines on stdout, result last")
+
+    r = sub.add_parser("restore", help="write one disk of a backup to an image file")
+    r.add_argument("--repo", required=True, type=Path)
+    r.add_argument("--backup", required=True, help="backup ID (see mover list)")
+    r.add_argument("--disk", required=True, type=int, help="disk key, e.g. 2000")
+    r.add_argument("--output", required=True, type=Path)
+    r.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    r.add_argument("--json", action="store_true")
+
+    ls = sub.add_parser("list", help="list the backups in a repository")
+    ls.add_argument("--repo", required=True, type=Path)
+    ls.add_argument("--json", action="store_true")
+
+    v = sub.add_parser("verify", help="check a repository's indexes and chunks")
+    v.add_argument("--repo", required=True, type=Path)
+    v.add_argument("--read-data", action="store_true", help="decode and hash every chunk")
+    v.add_argument("--json", action="store_true")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        if args.command == "backup":
+            return _backup(args)
+        if args.command == "restore":
+            return _restore(args)
+        if args.command == "list":
+            return _list(args)
+        return _verify(args)
+    except MoverError as exc:
+        return _fail(exc, args.json)
+
+
+def _fail(exc: MoverError, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"status": "failed", "error": {"kind": exc.kind, "message": str(exc),
+                                                        "exit_code": exc.exit_code}}))
+    print(f"mover: error: {exc}", file=sys.stderr)
+    return exc.exit_code
+
+
+def _password(file: Path | None) -> str:
+    if file is not None:
+        try:
+            return file.read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise UsageError(f"cannot read --password-file {file}: {exc.strerror}") from exc
+    password = os.environ.get("MOVER_PASSWORD")
+    if password is None:
+        raise UsageError("no password: give --password-file FILE or set MOVER_PASSWORD "
+                         "(a password is never taken on the command line)")
+    return password
+
+
+def _backup(args: argparse.Namespace) -> int:
+    settings = BackupSettings(
+        server=ServerAddress.parse(args.server),
+        credentials=Credentials(args.user, _password(args.password_file)),
+        vm=args.vm, repo=args.repo,
+        tls=TlsPolicy(insecure=args.insecure, thumbprint=args.thumbprint),
+        full=args.full, quiesce=args.quiesce, enable_cbt=not args.no_enable_cbt,
+        block_size=args.block_size * MiB if args.block_size else None,
+        parallel_disks=max(1, args.parallel_disks),
+        pipeline=PipelineSettings(fetchers=max(1, args.fetchers)))
+    reporter = JsonReporter() if args.json else BarReporter()
+    result: BackupResult = _run_async(run_backup(settings, reporter))
+    left_snapshot = result.snapshot.get("removed") is False
+    if args.json:
+        print(json.dumps(result.to_json(), sort_keys=True))
+    else:
+        print(f"backup {result.backup_id} of {result.vm}: {result.status} in "
+              f"{result.seconds:.1f} s")
+        for disk in result.disks:
+            print(f"  disk {disk.key} {disk.label}: {disk.mode}, changed "
+                  f"{human_bytes(disk.changed_bytes)}, read {human_bytes(disk.bytes_read)}, "
+                  f"stored {human_bytes(disk.bytes_stored)} ({disk.reason})")
+        for warning in result.warnings:
+            print(f"mover: warning: {warning}", file=sys.stderr)
+    return 6 if left_snapshot else 0
+
+
+def _run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run the job on uvloop when available; SIGTERM and SIGINT cancel it, which removes the
+    snapshot and commits nothing, then exit with Interrupted's status."""
+    try:
+        import uvloop
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+    caught: list[str] = []
+
+    async def guarded() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def stop(sig: signal.Signals) -> None:
+            caught.append(sig.name)
+            task.cancel()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop, sig)
+        return await coro
+
+    with runner:
+        try:
+            return runner.run(guarded())
+        except asyncio.CancelledError as exc:
+            if caught:
+                raise Interrupted(f"stopped by {caught[0]}: the snapshot was removed and "
+                                  "nothing was committed; run the backup again") from exc
+            raise
+
+
+def _restore(args: argparse.Namespace) -> int:
+    result = run_restore(RestoreSettings(args.repo, args.backup, args.disk, args.output,
+                                         force=args.force))
+    if args.json:
+        print(json.dumps({"status": "restored", **asdict(result)}, sort_keys=True))
+    else:
+        print(f"restored disk {result.disk_key} of backup {result.backup_id} to {result.output}:"
+              f" {human_bytes(result.capacity)}, {human_bytes(result.bytes_written)} written, "
+              f"{result.seconds:.1f} s, every chunk verified")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    repo = Repository.open(args.repo, create=False)
+    backups = repo.list_backups()
+    if args.json:
+        print(json.dumps({"status": "ok", "backups": [b.to_json() for b in backups]},
+                         sort_keys=True))
+        return 0
+    print(f"{'backup':<26} {'vm':<20} {'created':<21} {'disks':<24} {'stored':>10}")
+    for b in backups:
+        disks = ", ".join(f"{d.key}:{d.mode[0]}" for d in b.disks)
+        stored = human_bytes(sum(d.bytes_stored for d in b.disks))
+        print(f"{b.id:<26} {b.vm_name:<20} {b.created:<21} {disks:<24} {stored:>10}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    repo = Repository.open(args.repo, create=False)
+    problems = repo.verify(read_data=args.read_data)
+    if args.json:
+        print(json.dumps({"status": "ok" if not problems else "damaged", "problems": problems}))
+    else:
+        for p in problems:
+            print(f"problem: {p}")
+        print("repository OK" if not problems else f"{len(problems)} problems found")
+    return 0 if not problems else 10
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""How a job tells the outside what it is doing: a Reporter, and the result it returns.
+
+The CLI supplies progress bars for people or JSON lines for schedulers; tests supply a
+recorder. A reporter's methods are called on the event loop and must not block."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+
+class Reporter(Protocol):
+    def note(self, message: str) -> None: ...
+
+    def disk_started(self, key: int, label: str, mode: str, planned_bytes: int) -> None: ...
+
+    def disk_progress(self, key: int, done_bytes: int) -> None: ...
+
+    def disk_done(self, key: int, result: DiskResult) -> None: ...
+
+
+class SilentReporter:
+    def note(self, message: str) -> None:
+        pass
+
+    def disk_started(self, key: int, label: str, mode: str, planned_bytes: int) -> None:
+        pass
+
+    def disk_progress(self, key: int, done_bytes: int) -> None:
+        pass
+
+    def disk_done(self, key: int, result: DiskResult) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class DiskResult:
+    key: int
+    label: str
+    mode: str
+    reason: str
+    capacity: int
+    changed_bytes: int      # bytes CBT reported (changed or allocated areas)
+    bytes_read: int         # bytes fetched from the host
+    bytes_stored: int       # compressed bytes newly written to the repository
+    zero_blocks: int
+    new_chunks: int
+    dedup_chunks: int
+    seconds: float
+
+
+@dataclass(slots=True)
+class BackupResult:
+    status: str                         # "committed" or "failed"
+    backup_id: str | None
+    vm: str
+    parent: str | None = None
+    disks: list[DiskResult] = field(default_factory=list)
+    skipped_disks: list[dict[str, Any]] = field(default_factory=list)
+    snapshot: dict[str, Any] = field(default_factory=dict)
+    orphans_removed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    error: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,35 @@
+"""Typed settings of a job, built by the CLI or from a job file; never an argparse Namespace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mover.pipeline.copy import PipelineSettings
+from mover.vsphere.address import ServerAddress, TlsPolicy
+from mover.vsphere.session import Credentials
+
+
+@dataclass(frozen=True, slots=True)
+class BackupSettings:
+    server: ServerAddress
+    credentials: Credentials
+    vm: str
+    repo: Path
+    tls: TlsPolicy = field(default_factory=TlsPolicy)
+    full: bool = False                  # ignore the previous backup even when usable
+    quiesce: bool = False
+    enable_cbt: bool = True             # may the job switch CBT on (with a stun/unstun cycle)
+    block_size: int | None = None       # only for a new repository
+    parallel_disks: int = 2
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreSettings:
+    repo: Path
+    backup_id: str
+    disk_key: int
+    output: Path
+    force: bool = False                 # overwrite an existing output file
+    workers: int = 4

@@ -1,0 +1,16 @@
+"""pyvmomi's namespaces, typed as ``Any``.
+
+pyvmomi ships partial stubs that describe managed objects only in part (many properties and
+every fault class are missing), so strict mypy would need an ignore on nearly every line of
+the adapter. The adapter imports pyvmomi through here instead; what it returns to the rest
+of mover is our own typed values (``DiskInfo``, ``Extent``...)."""
+
+from typing import Any
+
+from pyVim import connect as _connect
+from pyVmomi import vim as _vim
+from pyVmomi import vmodl as _vmodl
+
+vim: Any = _vim
+vmodl: Any = _vmodl
+connect: Any = _connect
