@@ -1,0 +1,101 @@
+"""A backup being written: its indexes, then its record, committed last."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+from types import TracebackType
+
+from mover.errors import RepositoryError
+from mover.index import FixedIndex
+from mover.repo import locks
+from mover.repo.atomic import fsync_dir, write_atomic
+from mover.repo.records import BackupRecord
+
+RECORD = "backup.json"
+
+
+def index_name(key: int) -> str:
+    return f"disk-{key}.idx"
+
+
+class PendingBackup:
+    """The directory of an uncommitted backup, plus the locks that mark it as running.
+
+    Invisible to readers until :meth:`commit` writes ``backup.json``. Use it as a context
+    manager: leaving the block without a commit aborts. ``write_index`` may be called from
+    several threads (one per disk); ``commit`` and ``abort`` from one.
+    """
+
+    def __init__(self, directory: Path, tmp_dir: Path, backup_id: str, vm_instance_uuid: str,
+                 held: list[tuple[int, Path | None]]) -> None:
+        self.directory = directory
+        self.backup_id = backup_id
+        self.vm_instance_uuid = vm_instance_uuid
+        self._tmp_dir = tmp_dir
+        self._held = held            # (lock fd, lock file to remove when done)
+        self._written: set[int] = set()
+        self._guard = threading.Lock()
+        self._done = False
+
+    def write_index(self, key: int, index: FixedIndex) -> None:
+        """Store the index of disk ``key`` atomically and durably (replacing an earlier one)."""
+        path = self.directory / index_name(key)
+        self._check_open()
+        try:
+            write_atomic(path, index.to_bytes(), self._tmp_dir)
+        except OSError as exc:
+            raise RepositoryError(f"cannot write index {path}: {exc}") from exc
+        with self._guard:
+            self._written.add(key)
+
+    def commit(self, record: BackupRecord) -> None:
+        """Write ``backup.json`` last; when this returns, the backup exists and is durable.
+
+        The caller guarantees every chunk the indexes name was stored (``put`` returned).
+        RepositoryError if the record does not match this backup or lacks a disk index.
+        """
+        self._check_open()
+        missing = sorted({disk.key for disk in record.disks} - self._written)
+        if record.id != self.backup_id or record.vm_instance_uuid != self.vm_instance_uuid:
+            raise RepositoryError(f"record {record.id} of {record.vm_instance_uuid} does not "
+                                  f"belong to pending backup {self.directory}")
+        if missing:
+            raise RepositoryError(f"backup {record.id}: no index written for disks {missing}")
+        record.status = "committed"
+        data = json.dumps(record.to_json(), indent=2, sort_keys=True).encode() + b"\n"
+        path = self.directory / RECORD
+        try:
+            write_atomic(path, data, self._tmp_dir)
+            # The backup's and the VM's directories were created by begin(): make their
+            # entries durable too, or a crash could lose a "committed" backup.
+            fsync_dir(self.directory.parent)
+            fsync_dir(self.directory.parent.parent)
+        except OSError as exc:
+            raise RepositoryError(f"cannot commit {path}: {exc}") from exc
+        self._finish()
+
+    def abort(self) -> None:
+        """Remove everything this backup wrote; safe to call twice or after a commit."""
+        if self._done:
+            return
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self._finish()
+
+    def _check_open(self) -> None:
+        if self._done:
+            raise RepositoryError(f"backup {self.backup_id} was already committed or aborted")
+
+    def _finish(self) -> None:
+        self._done = True
+        for fd, remove in reversed(self._held):
+            locks.release(fd, remove)
+
+    def __enter__(self) -> PendingBackup:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.abort()
