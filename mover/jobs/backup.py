@@ -79,7 +79,7 @@ def _facts(session: Session, spec: str) -> VMFacts:
     if config is None:
         raise UnsupportedVMError(f"VM {spec!r} has no configuration (is it being created?)")
     return VMFacts(ref, ref.name, ref._moId, config.instanceUuid,
-                   session.call(lambda: inventory.datacenter_path(ref)))
+                   session.call(lambda: inventory.datacenter_path(session, ref)))
 
 
 async def _backup_with_snapshot(settings: BackupSettings, reporter: Reporter, repo: Repository,

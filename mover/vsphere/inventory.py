@@ -64,9 +64,10 @@ def _all_vm_names(content: Any) -> list[tuple[Any, str]]:
         view.Destroy()
 
 
-def datacenter_path(vm: Any) -> str:
+def datacenter_path(session: Session, vm: Any) -> str:
     """The datacenter's inventory path as ``/folder``'s ``dcPath`` wants it (``DC0`` or
     ``Folder/DC0`` for a datacenter inside folders)."""
+    root = session.content.rootFolder
     node = vm.parent
     while node is not None and not isinstance(node, vim.Datacenter):
         node = node.parent
@@ -74,7 +75,7 @@ def datacenter_path(vm: Any) -> str:
         raise NotFoundError(f"VM {vm.name!r} is in no datacenter")
     parts = [node.name]
     parent = node.parent
-    while isinstance(parent, vim.Folder) and parent.parent is not None:
+    while isinstance(parent, vim.Folder) and parent != root:
         parts.append(parent.name)
         parent = parent.parent
     return "/".join(reversed(parts))
