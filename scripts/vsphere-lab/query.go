@@ -52,6 +52,11 @@ func (l *Lab) changedAreas(req *qcdaRequest) (*types.DiskChangeInfo, types.BaseM
 	if d == nil {
 		return nil, invalidArg("deviceKey"), "A specified parameter was not correct: deviceKey"
 	}
+	if !d.cbt.active {
+		f := fmt.Sprintf("[%s] %s", l.dsName, d.top().desc)
+		return nil, &types.FileFault{File: f},
+			fmt.Sprintf("Error caused by file %s: change tracking is not active on this disk", f)
+	}
 	if req.Snapshot == nil && vm.power != types.VirtualMachinePowerStatePoweredOff {
 		return nil, invalidArg("snapshot"), "A specified parameter was not correct: snapshot"
 	}
@@ -65,9 +70,6 @@ func (l *Lab) changedAreas(req *qcdaRequest) (*types.DiskChangeInfo, types.BaseM
 	diskFile := fmt.Sprintf("[%s] %s", l.dsName, d.chain[idx].desc)
 	fileFault := func(why string) (*types.DiskChangeInfo, types.BaseMethodFault, string) {
 		return nil, &types.FileFault{File: diskFile}, fmt.Sprintf("Error caused by file %s: %s", diskFile, why)
-	}
-	if !d.cbt.active {
-		return fileFault("change tracking is not active on this disk")
 	}
 
 	// The change ID of the view the query is about: the snapshot's, or the live disk's.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"reflect"
 	"regexp"
 	"strings"
@@ -147,9 +146,8 @@ func (l *Lab) serveSOAP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// Let vcsim answer into a buffer, so hooks can run before the client sees the reply.
-	rec := httptest.NewRecorder()
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	l.svc.ServeSDK(rec, r)
+	rec := l.serveVcsim(r, call.method)
 	resp := rec.Body.Bytes()
 
 	if !blocking[call.method] && !readOnly[call.method] {
