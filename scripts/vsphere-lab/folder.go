@@ -97,6 +97,18 @@ type countingWriter struct {
 	limit int64 // -1: no reset
 	sent  int64
 	dead  bool
+	error bool // status >= 300: error bodies are not data, not counted
+}
+
+func (c *countingWriter) WriteHeader(status int) {
+	c.error = status >= 300
+	c.ResponseWriter.WriteHeader(status)
+}
+
+func (c *countingWriter) count(n int) {
+	if !c.error {
+		c.lab.counters.folderBytes(c.rel, int64(n))
+	}
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
@@ -106,13 +118,13 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	if c.limit >= 0 && c.sent+int64(len(p)) > c.limit {
 		n, _ := c.ResponseWriter.Write(p[:c.limit-c.sent])
 		c.sent += int64(n)
-		c.lab.counters.folderBytes(c.rel, int64(n))
+		c.count(n)
 		c.abort()
 		return n, errReset
 	}
 	n, err := c.ResponseWriter.Write(p)
 	c.sent += int64(n)
-	c.lab.counters.folderBytes(c.rel, int64(n))
+	c.count(n)
 	return n, err
 }
 

@@ -118,7 +118,9 @@ func (l *Lab) serveSOAP(w http.ResponseWriter, r *http.Request) {
 	if fault != nil && fault.Kind == "sessionExpire" && cookie != "" {
 		l.terminateSession(cookie)
 	}
-	if !noSession[call.method] && !l.sessionValid(cookie) {
+	// ServiceInstance.content is readable without a session (pyvmomi fetches it to log in).
+	anonymous := noSession[call.method] || (call.method == "Fetch" && call.this.Type == "ServiceInstance")
+	if !anonymous && !l.sessionValid(cookie) {
 		writeFault(w, "The session is not authenticated.", &types.NotAuthenticated{
 			NoPermission: types.NoPermission{Object: call.this, PrivilegeId: "System.View"},
 		})

@@ -120,9 +120,7 @@ def folder_get(
 
 def rounded(writes: list[tuple[int, int]], gran: int) -> list[tuple[int, int]]:
     """Writes (offset, length) widened to the granularity and merged, as CBT reports them."""
-    spans = sorted(
-        (off // gran * gran, -(-(off + n) // gran) * gran) for off, n in writes if n > 0
-    )
+    spans = sorted((off // gran * gran, -(-(off + n) // gran) * gran) for off, n in writes if n > 0)
     merged: list[list[int]] = []
     for a, b in spans:
         if merged and a <= merged[-1][1]:

@@ -13,7 +13,7 @@ from pyVmomi import vim, vmodl
 
 from mover_lab import Lab
 
-from .conftest import MiB, LabVM, disks_of, query_all, remove_snapshot, rounded, snapshot
+from .conftest import LabVM, MiB, disks_of, query_all, remove_snapshot, rounded, snapshot
 
 CHANGE_ID = re.compile(r"^([0-9a-f]{2} ){7}[0-9a-f]{2}-([0-9a-f]{2} ){7}[0-9a-f]{2}/\d+$")
 CAP = 64 * MiB
@@ -31,9 +31,7 @@ def test_cbt_pending_until_stun_cycle(lab: Lab, make_vm: Callable[..., LabVM]) -
     assert not disks_of(v.ref)[2000].backing.changeId
     # A snapshot taken now is the stun that activates tracking, but this query comes first.
     with pytest.raises(vim.fault.FileFault):
-        v.ref.QueryChangedDiskAreas(
-            snapshot=None, deviceKey=2000, startOffset=0, changeId="*"
-        )
+        v.ref.QueryChangedDiskAreas(snapshot=None, deviceKey=2000, startOffset=0, changeId="*")
     snap = snapshot(v.ref)
     assert lab.vm(v.name)["cbt"]["active"] is True
     cid = disks_of(snap)[2000].backing.changeId
@@ -116,7 +114,9 @@ def test_paging_small_replies_cover_disk(lab: Lab, make_vm: Callable[..., LabVM]
     s = snapshot(v.ref)
     offset, replies, areas = 0, 0, []
     while offset < CAP:
-        r = v.ref.QueryChangedDiskAreas(snapshot=s, deviceKey=2000, startOffset=offset, changeId="*")
+        r = v.ref.QueryChangedDiskAreas(
+            snapshot=s, deviceKey=2000, startOffset=offset, changeId="*"
+        )
         assert r.startOffset == offset and len(r.changedArea) <= 3
         if len(r.changedArea) == 3:
             last = r.changedArea[-1]
@@ -131,9 +131,7 @@ def test_paging_small_replies_cover_disk(lab: Lab, make_vm: Callable[..., LabVM]
 @pytest.mark.parametrize(
     "kind,expect_whole", [("thin", False), ("eagerZeroedThick", True)], ids=["thin", "eager"]
 )
-def test_star_query(
-    lab: Lab, make_vm: Callable[..., LabVM], kind: str, expect_whole: bool
-) -> None:
+def test_star_query(lab: Lab, make_vm: Callable[..., LabVM], kind: str, expect_whole: bool) -> None:
     v = make_vm(cbt=True, disks=[{"capacity": CAP, "type": kind}])
     lab.write(v.name, 2000, 5 * MiB, b"z" * 10)
     s = snapshot(v.ref)
