@@ -38,10 +38,12 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="mover", description="Incremental CBT backups of "
                                   "vSphere virtual disks into a content-addressed repository.")
     top.add_argument("--version", action="version", version=f"mover {__version__}")
-    top.add_argument("-v", "--verbose", action="count", default=0, help="more log detail")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more detail on stderr (-v: info, -vv: debug)")
     sub = top.add_subparsers(dest="command", required=True)
 
-    b = sub.add_parser("backup", help="back up a VM (full or incremental)")
+    b = sub.add_parser("backup", parents=[common], help="back up a VM (full or incremental)")
     b.add_argument("--server", required=True, help="vCenter/ESXi host name or URL")
     b.add_argument("--user", required=True)
     b.add_argument("--password-file", type=Path,
@@ -60,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--parallel-disks", type=int, default=2)
     b.add_argument("--json", action="store_true", help="JSON lines on stdout, result last")
 
-    r = sub.add_parser("restore", help="write one disk of a backup to an image file")
+    r = sub.add_parser("restore", parents=[common], help="write one disk of a backup to an image file")
     r.add_argument("--repo", required=True, type=Path)
     r.add_argument("--backup", required=True, help="backup ID (see mover list)")
     r.add_argument("--disk", required=True, type=int, help="disk key, e.g. 2000")
@@ -68,11 +70,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="overwrite an existing output file")
     r.add_argument("--json", action="store_true")
 
-    ls = sub.add_parser("list", help="list the backups in a repository")
+    ls = sub.add_parser("list", parents=[common], help="list the backups in a repository")
     ls.add_argument("--repo", required=True, type=Path)
     ls.add_argument("--json", action="store_true")
 
-    v = sub.add_parser("verify", help="check a repository's indexes and chunks")
+    v = sub.add_parser("verify", parents=[common], help="check a repository's indexes and chunks")
     v.add_argument("--repo", required=True, type=Path)
     v.add_argument("--read-data", action="store_true", help="decode and hash every chunk")
     v.add_argument("--json", action="store_true")

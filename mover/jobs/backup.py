@@ -86,6 +86,7 @@ async def _backup_with_snapshot(settings: BackupSettings, reporter: Reporter, re
                                 control: ControlPlane, session: Session, vm: VMFacts,
                                 result: BackupResult) -> None:
     backup_id = repo.new_backup_id()
+    created = clock.iso()
     name = f"{snapshots.PREFIX}{backup_id}"
     snapshot: Any = None
     pending = None
@@ -111,7 +112,7 @@ async def _backup_with_snapshot(settings: BackupSettings, reporter: Reporter, re
             await _remove_snapshot(control, session, vm, snapshot, name, result, reporter)
     record = BackupRecord(
         id=backup_id, vm_name=vm.name, vm_instance_uuid=vm.instance_uuid, vm_moref=vm.moref,
-        created=clock.iso(), finished=clock.iso(), parent=result.parent,
+        created=created, finished=clock.iso(), parent=result.parent,
         snapshot=dict(result.snapshot), disks=records)
     await asyncio.to_thread(pending.commit, record)
     result.status = "committed"
