@@ -62,7 +62,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--parallel-disks", type=int, default=2)
     b.add_argument("--json", action="store_true", help="JSON lines on stdout, result last")
 
-    r = sub.add_parser("restore", parents=[common], help="write one disk of a backup to an image file")
+    r = sub.add_parser("restore", parents=[common],
+                       help="write one disk of a backup to an image file")
     r.add_argument("--repo", required=True, type=Path)
     r.add_argument("--backup", required=True, help="backup ID (see mover list)")
     r.add_argument("--disk", required=True, type=int, help="disk key, e.g. 2000")

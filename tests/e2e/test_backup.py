@@ -14,6 +14,7 @@ import pytest
 
 from mover.extents import Extent, align, total
 from mover_lab import Lab
+
 from .runner import backup, mover, mover_snapshots, restore_sha256, snapshot_digests
 
 MiB = 1 << 20
