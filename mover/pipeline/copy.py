@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from mover.aio import first_error
 from mover.extents import Extent
 from mover.index import FixedIndex
-from mover.pipeline.process import BlockProcessor
+from mover.pipeline.process import BlockProcessor, BlockResult
 from mover.pipeline.transport import Transport
 
 
@@ -41,10 +41,15 @@ class CopyStats:
 Progress = Callable[[int], None]
 """Called on the event loop with the number of bytes just processed."""
 
+Recorder = Callable[[list[BlockResult]], None]
+"""Called on the event loop with the blocks of one read once their chunks are stored: the
+place to journal progress for a resume."""
+
 
 async def copy_disk(transport: Transport, reads: Iterable[Extent], index: FixedIndex,
                     processor: BlockProcessor, executor: Executor, settings: PipelineSettings,
-                    progress: Progress | None = None) -> CopyStats:
+                    progress: Progress | None = None,
+                    recorder: Recorder | None = None) -> CopyStats:
     """Read every extent of ``reads`` and record each block's digest in ``index``.
 
     When this returns, every chunk the index now names is in the sink. On an error the
@@ -66,7 +71,8 @@ async def copy_disk(transport: Transport, reads: Iterable[Extent], index: FixedI
     async def process() -> None:
         while (item := await fetched.get()) is not None:
             offset, buf = item
-            for result in await loop.run_in_executor(executor, processor, offset, buf):
+            results = await loop.run_in_executor(executor, processor, offset, buf)
+            for result in results:
                 index.set(result.block, result.digest)
                 stats.blocks += 1
                 if result.digest is None:
@@ -76,6 +82,8 @@ async def copy_disk(transport: Transport, reads: Iterable[Extent], index: FixedI
                     stats.bytes_stored += result.stored
                 else:
                     stats.dedup_chunks += 1
+            if recorder is not None:
+                recorder(results)
             if progress is not None:
                 progress(len(buf))
 
