@@ -111,3 +111,24 @@ def block_count(capacity: int, block_size: int) -> int:
 def _check_block_size(block_size: int) -> None:
     if block_size <= 0:
         raise ValueError(f"block size must be positive, got {block_size}")
+
+
+def without_blocks(aligned: Iterable[Extent], done: bytes | bytearray, block_size: int,
+                   capacity: int) -> list[Extent]:
+    """The parts of block-aligned ``aligned`` whose blocks are not marked in ``done`` (one
+    byte per block, non-zero = done): what a resumed backup still has to read."""
+    _check_block_size(block_size)
+    left: list[Extent] = []
+    run_start: int | None = None
+    for extent in normalize(aligned):
+        for block in blocks(extent, block_size):
+            if block < len(done) and done[block]:
+                if run_start is not None:
+                    left.append(Extent(run_start, block * block_size - run_start))
+                    run_start = None
+            elif run_start is None:
+                run_start = block * block_size
+        if run_start is not None:
+            left.append(Extent(run_start, min(extent.end, capacity) - run_start))
+            run_start = None
+    return normalize(left)

@@ -16,13 +16,15 @@ from typing import Any
 
 from mover import clock
 from mover.aio import first_error
-from mover.errors import MoverError, UnsupportedVMError
-from mover.extents import Extent, align, plan_reads, total
+from mover.errors import MoverError, RepositoryError, UnsupportedVMError
+from mover.extents import Extent, align, normalize, plan_reads, total, without_blocks
 from mover.index import FixedIndex
 from mover.jobs.control import ControlPlane
 from mover.jobs.dataplane import DataPlane
+from mover.jobs.keepalive import SessionCookie
 from mover.jobs.modes import Decision, decide
 from mover.jobs.reporting import BackupResult, DiskResult, Reporter
+from mover.jobs.resume import Checkpoint, apply_journal, disk_checkpoint, resume_since
 from mover.jobs.settings import BackupSettings
 from mover.pipeline.copy import copy_disk
 from mover.repo import BackupRecord, DiskRecord, Repository
@@ -73,6 +75,18 @@ def _facts(session: Session, spec: str) -> VMFacts:
                    session.call(lambda: inventory.datacenter_path(session, ref)))
 
 
+@dataclass(slots=True)
+class DiskPlan:
+    """What one disk's copy will do, decided before any data moves."""
+
+    disk: DiskInfo
+    decision: Decision
+    areas: list[Extent]         # what CBT reported for the whole backup
+    reads: list[Extent]         # what this run reads (less, when resuming)
+    index: FixedIndex
+    resumed_blocks: int = 0
+
+
 class BackupRun:
     """The state of one backup of one VM while it runs."""
 
@@ -88,10 +102,15 @@ class BackupRun:
         self.backup_id = repo.new_backup_id()
         self.snapshot_name = f"{snapshots.PREFIX}{self.backup_id}"
         self.created = clock.iso()
+        self.resuming: Checkpoint | None = None
 
     async def prepare(self) -> None:
-        """Remove mover's leftover snapshots and make CBT active."""
-        removed = await self.control.run(snapshots.remove_orphans, self.session, self.vm.ref)
+        """Pick up an interrupted backup to resume, remove mover's other leftover snapshots,
+        and make CBT active."""
+        await asyncio.to_thread(self._find_resumable)
+        keep = self.resuming.snapshot_name if self.resuming else None
+        removed = await self.control.run(snapshots.remove_orphans, self.session, self.vm.ref,
+                                         keep)
         self.result.orphans_removed = removed
         for name in removed:
             self.reporter.note(f"removed snapshot {name!r} left by an earlier mover run")
@@ -101,28 +120,53 @@ class BackupRun:
             self.reporter.note(f"enabled CBT on {self.vm.name!r} (stun/unstun {stun:.1f} s)")
             self.result.snapshot["cbt_enable_seconds"] = stun
 
+    def _find_resumable(self) -> None:
+        """The newest interrupted backup of this VM, if it can be resumed; older ones (and
+        one that cannot be resumed) are removed, saying why."""
+        latest = self.repo.latest(self.vm.instance_uuid)
+        for backup_id, data in self.repo.resumable(self.vm.instance_uuid):
+            saved = Checkpoint.from_json(data)
+            why = None
+            if self.resuming is not None:
+                why = "a newer interrupted backup is resumed instead"
+            elif saved is None:
+                why = "its checkpoint is of another format or damaged"
+            elif saved.parent != (latest.id if latest else None):
+                why = "another backup of the VM was committed since"
+            elif self.settings.full and any(d.mode != "full" for d in saved.disks.values()):
+                why = "a full backup was asked for"
+            if why is None and saved is not None:
+                self.resuming = saved
+                self.backup_id, self.created = saved.backup_id, saved.created
+                self.snapshot_name = saved.snapshot_name
+                self.result.resumed_from = saved.backup_id
+                continue
+            if self.repo.discard(self.vm.instance_uuid, backup_id):
+                self.reporter.note(f"discarded interrupted backup {backup_id}: {why}")
+
     async def execute(self) -> None:
-        """Snapshot, copy every disk, remove the snapshot, commit."""
+        """Snapshot, plan and copy every disk, remove the snapshot, commit."""
         snapshot: Any = None
         pending: PendingBackup | None = None
         try:
-            snapshot, seconds = await self.control.run(
-                snapshots.create, self.session, self.vm.ref, self.snapshot_name,
-                f"mover backup {self.backup_id}.", self.settings.quiesce)
-            self.result.snapshot.update(name=self.snapshot_name, moref=snapshot._moId,
-                                        create_seconds=seconds)
-            self.reporter.note(f"snapshot {self.snapshot_name!r} created in {seconds:.2f} s")
+            snapshot, same_snapshot = await self._snapshot()
             devices = await self.control.run(self.session.call,
                                              lambda: snapshot.config.hardware.device)
             disks = [d for d in disks_of(devices) if self._usable(d)]
             parent = await asyncio.to_thread(self.repo.latest, self.vm.instance_uuid)
             self.result.parent = parent.id if parent else None
-            pending = await asyncio.to_thread(self.repo.begin, self.vm.instance_uuid,
-                                              self.backup_id)
-            records = await self._copy_disks(snapshot, disks, parent, pending)
+            pending = await self._begin()
+            plans = [await self._plan(snapshot, same_snapshot, disk, parent, pending)
+                     for disk in disks]
+            await asyncio.to_thread(pending.write_checkpoint, Checkpoint(
+                self.backup_id, self.created, self.snapshot_name, snapshot._moId,
+                self.result.parent,
+                {p.disk.key: disk_checkpoint(p.disk, self.repo.config.block_size, p.decision)
+                 for p in plans}).to_json())
+            records = await self._copy_disks(plans, pending)
         except BaseException:
-            if pending is not None:
-                await asyncio.to_thread(pending.abort)
+            if pending is not None:  # keep what was stored for the next run to resume
+                await asyncio.to_thread(pending.suspend)
             raise
         finally:
             if snapshot is not None:
@@ -134,6 +178,85 @@ class BackupRun:
         await asyncio.to_thread(pending.commit, record)
         self.result.status = "committed"
         self.result.backup_id = self.backup_id
+
+    async def _snapshot(self) -> tuple[Any, bool]:
+        """The backup snapshot: the interrupted run's if it still exists, else a new one.
+        The second value says whether it is the interrupted run's."""
+        if self.resuming is not None:
+            moref = self.resuming.snapshot_moref
+            existing = await self.control.run(snapshots.find, self.session, self.vm.ref, moref,
+                                              self.snapshot_name)
+            if existing is not None:
+                self.result.snapshot.update(name=self.snapshot_name, moref=moref,
+                                            create_seconds=0.0)
+                self.reporter.note(f"resuming backup {self.backup_id} from its snapshot")
+                return existing, True
+        snapshot, seconds = await self.control.run(
+            snapshots.create, self.session, self.vm.ref, self.snapshot_name,
+            f"mover backup {self.backup_id}.", self.settings.quiesce)
+        self.result.snapshot.update(name=self.snapshot_name, moref=snapshot._moId,
+                                    create_seconds=seconds)
+        self.reporter.note(f"snapshot {self.snapshot_name!r} created in {seconds:.2f} s")
+        return snapshot, False
+
+    async def _begin(self) -> PendingBackup:
+        if self.resuming is not None:
+            try:
+                return await asyncio.to_thread(self.repo.begin, self.vm.instance_uuid,
+                                               self.backup_id, True)
+            except RepositoryError:  # another run of this VM took it over meanwhile
+                self.resuming = None
+                self.result.resumed_from = None
+                self.backup_id = self.repo.new_backup_id()
+        return await asyncio.to_thread(self.repo.begin, self.vm.instance_uuid, self.backup_id)
+
+    async def _plan(self, snapshot: Any, same_snapshot: bool, disk: DiskInfo,
+                    parent: BackupRecord | None, pending: PendingBackup) -> DiskPlan:
+        block_size = self.repo.config.block_size
+        saved = self.resuming.disks.get(disk.key) if self.resuming else None
+        why_not = saved.matches(disk, block_size) if saved else None
+        again: str | None = None
+        if saved is not None and why_not is None:
+            again, why_not = resume_since(saved, disk, same_snapshot)
+        if saved is None or why_not is not None:
+            if saved is not None:
+                self.reporter.note(f"disk {disk.key} starts clean: {why_not}")
+            pending.journal(disk.key, truncate=True).close()
+            return await self._fresh_plan(snapshot, disk, parent)
+        decision = Decision(saved.mode, saved.reason, saved.since,
+                            parent.disk(disk.key) if parent and saved.mode != "full" else None)
+        areas = await self._query(snapshot, disk, decision.since)
+        index = await self._base_index(disk, decision, parent)
+        done, count = await asyncio.to_thread(apply_journal, pending, disk.key, index,
+                                              self.repo.chunks)
+        todo = without_blocks(align(areas, block_size, disk.capacity), done, block_size,
+                              disk.capacity)
+        if again is not None:
+            todo = normalize([*todo, *align(await self._query(snapshot, disk, again),
+                                            block_size, disk.capacity)])
+        decision = Decision(decision.mode, f"{decision.reason}; resumed backup "
+                            f"{self.backup_id} with {count} blocks already stored",
+                            decision.since, decision.parent)
+        reads = plan_reads(todo, block_size, self.settings.pipeline.max_read)
+        return DiskPlan(disk, decision, areas, reads, index, count)
+
+    async def _fresh_plan(self, snapshot: Any, disk: DiskInfo,
+                          parent: BackupRecord | None) -> DiskPlan:
+        block_size = self.repo.config.block_size
+        decision = decide(disk, parent, self.settings.full, block_size)
+        areas, decision = await self._areas(snapshot, disk, decision)
+        index = await self._base_index(disk, decision, parent)
+        reads = plan_reads(align(areas, block_size, disk.capacity), block_size,
+                           self.settings.pipeline.max_read)
+        return DiskPlan(disk, decision, areas, reads, index)
+
+    async def _base_index(self, disk: DiskInfo, decision: Decision,
+                          parent: BackupRecord | None) -> FixedIndex:
+        """An incremental starts from its parent's index (synthetic full), a full from
+        all-zero blocks."""
+        if decision.mode == "incremental" and parent is not None:
+            return await asyncio.to_thread(self.repo.read_index, parent, disk.key)
+        return FixedIndex(disk.capacity, self.repo.config.block_size)
 
     def _usable(self, disk: DiskInfo) -> bool:
         """Independent disks are not in snapshots; a delta backing cannot be read raw."""
@@ -171,52 +294,50 @@ class BackupRun:
             self.result.warnings.append(
                 f"vSphere reports that VM {self.vm.name!r} needs disk consolidation")
 
-    async def _copy_disks(self, snapshot: Any, disks: list[DiskInfo],
-                          parent: BackupRecord | None,
+    async def _copy_disks(self, plans: list[DiskPlan],
                           pending: PendingBackup) -> list[DiskRecord]:
-        cookie = await self.control.run(lambda: self.session.cookie)
+        cookie = await SessionCookie.of(self.control, self.session)
         limit = asyncio.Semaphore(self.settings.parallel_disks)
         records: dict[int, DiskRecord] = {}
         config = self.repo.config
         async with DataPlane(self.settings, self.repo.chunks, config.block_size, config.level,
                              cookie) as plane:
 
-            async def one(disk: DiskInfo) -> None:
+            async def one(plan: DiskPlan) -> None:
                 async with limit:
-                    records[disk.key] = await self._copy_disk(plane, snapshot, disk, parent,
-                                                              pending)
+                    records[plan.disk.key] = await self._copy_disk(plane, plan, pending)
 
             try:
                 async with asyncio.TaskGroup() as group:
-                    for disk in disks:
-                        group.create_task(one(disk))
+                    for plan in plans:
+                        group.create_task(one(plan))
             except BaseExceptionGroup as errors:
                 raise first_error(errors) from None
         self.result.disks.sort(key=lambda d: d.key)
         return [records[k] for k in sorted(records)]
 
-    async def _copy_disk(self, plane: DataPlane, snapshot: Any, disk: DiskInfo,
-                         parent: BackupRecord | None, pending: PendingBackup) -> DiskRecord:
+    async def _copy_disk(self, plane: DataPlane, plan: DiskPlan,
+                         pending: PendingBackup) -> DiskRecord:
+        disk, decision, index = plan.disk, plan.decision, plan.index
         block_size = self.repo.config.block_size
-        decision = decide(disk, parent, self.settings.full, block_size)
-        areas, decision = await self._areas(snapshot, disk, decision)
-        if decision.mode == "incremental" and parent is not None:
-            index = await asyncio.to_thread(self.repo.read_index, parent, disk.key)
-        else:
-            index = FixedIndex(disk.capacity, block_size)
-        reads = plan_reads(align(areas, block_size, disk.capacity), block_size,
-                           self.settings.pipeline.max_read)
-        self.reporter.disk_started(disk.key, disk.label, decision.mode, total(reads))
-        stats = await copy_disk(
-            plane.transport(disk, self.vm.datacenter), reads, index, plane.processor,
-            plane.executor, self.settings.pipeline,
-            lambda n: self.reporter.disk_progress(disk.key, n))
+        self.reporter.disk_started(disk.key, disk.label, decision.mode, total(plan.reads))
+        journal = pending.journal(disk.key)
+        try:
+            stats = await copy_disk(
+                plane.transport(disk, self.vm.datacenter), plan.reads, index, plane.processor,
+                plane.executor, self.settings.pipeline,
+                lambda n: self.reporter.disk_progress(disk.key, n),
+                lambda results: journal.append((r.block, r.digest) for r in results))
+        finally:
+            journal.close()
         await asyncio.to_thread(pending.write_index, disk.key, index)
         done = DiskResult(
             key=disk.key, label=disk.label, mode=decision.mode, reason=decision.reason,
-            capacity=disk.capacity, changed_bytes=total(areas), bytes_read=stats.bytes_read,
-            bytes_stored=stats.bytes_stored, zero_blocks=stats.zero_blocks,
-            new_chunks=stats.new_chunks, dedup_chunks=stats.dedup_chunks, seconds=stats.seconds)
+            capacity=disk.capacity, changed_bytes=total(plan.areas),
+            bytes_read=stats.bytes_read, bytes_stored=stats.bytes_stored,
+            zero_blocks=stats.zero_blocks, new_chunks=stats.new_chunks,
+            dedup_chunks=stats.dedup_chunks, seconds=stats.seconds,
+            resumed_blocks=plan.resumed_blocks)
         self.result.disks.append(done)
         self.reporter.disk_done(disk.key, done)
         return DiskRecord(
@@ -231,8 +352,6 @@ class BackupRun:
                      decision: Decision) -> tuple[list[Extent], Decision]:
         """The areas to read; an incremental whose change ID the host rejects becomes a
         full."""
-        if decision.since is None:  # no CBT on this disk: read it all
-            return [Extent(0, disk.capacity)], decision
         try:
             return await self._query(snapshot, disk, decision.since), decision
         except cbt.ChangeIdRejected as exc:
@@ -243,6 +362,9 @@ class BackupRun:
                             None)
             return await self._query(snapshot, disk, "*"), full
 
-    async def _query(self, snapshot: Any, disk: DiskInfo, since: str) -> list[Extent]:
+    async def _query(self, snapshot: Any, disk: DiskInfo, since: str | None) -> list[Extent]:
+        """Changed areas since ``since``; None (no CBT on the disk) means the whole disk."""
+        if since is None:
+            return [Extent(0, disk.capacity)]
         return await self.control.run(cbt.changed_areas, self.session, self.vm.ref, snapshot,
                                       disk.key, disk.capacity, since)

@@ -47,6 +47,8 @@ class DiskResult:
     new_chunks: int
     dedup_chunks: int
     seconds: float
+    resumed_blocks: int = 0     # blocks an interrupted run had already stored
+    retries: int = 0            # reads retried after a transient fault (mover.pipeline.retry)
 
 
 @dataclass(slots=True)
@@ -55,6 +57,7 @@ class BackupResult:
     backup_id: str | None
     vm: str
     parent: str | None = None
+    resumed_from: str | None = None     # the interrupted backup this run completed
     disks: list[DiskResult] = field(default_factory=list)
     skipped_disks: list[dict[str, Any]] = field(default_factory=list)
     snapshot: dict[str, Any] = field(default_factory=dict)

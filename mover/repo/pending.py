@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from mover.errors import RepositoryError
 from mover.index import FixedIndex
 from mover.repo import locks
 from mover.repo.atomic import fsync_dir, write_atomic
+from mover.repo.journal import JournalWriter, journal_name, read_journal
 from mover.repo.records import BackupRecord
 
 RECORD = "backup.json"
+CHECKPOINT = "checkpoint.json"
 
 
 def index_name(key: int) -> str:
@@ -51,6 +55,30 @@ class PendingBackup:
         with self._guard:
             self._written.add(key)
 
+    def write_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store what a later run needs to resume this backup (atomically, durably). A
+        pending directory with a checkpoint is kept when the run fails or is interrupted."""
+        self._check_open()
+        path = self.directory / CHECKPOINT
+        data = json.dumps(checkpoint, indent=2, sort_keys=True).encode() + b"\n"
+        try:
+            write_atomic(path, data, self._tmp_dir)
+            fsync_dir(self.directory.parent)
+        except OSError as exc:
+            raise RepositoryError(f"cannot write checkpoint {path}: {exc}") from exc
+
+    def read_checkpoint(self) -> dict[str, Any] | None:
+        return read_checkpoint(self.directory)
+
+    def journal(self, key: int, truncate: bool = False) -> JournalWriter:
+        """The journal of disk ``key``; ``truncate`` starts it afresh."""
+        self._check_open()
+        return JournalWriter(self.directory / journal_name(key), truncate)
+
+    def journaled(self, key: int) -> Iterator[tuple[int, bytes | None]]:
+        """The journal of disk ``key`` as written by an earlier run (see ``read_journal``)."""
+        return read_journal(self.directory / journal_name(key))
+
     def commit(self, record: BackupRecord) -> None:
         """Write ``backup.json`` last; when this returns, the backup exists and is durable.
 
@@ -75,6 +103,18 @@ class PendingBackup:
             fsync_dir(self.directory.parent.parent)
         except OSError as exc:
             raise RepositoryError(f"cannot commit {path}: {exc}") from exc
+        for leftover in (CHECKPOINT, *(journal_name(k) for k in self._written)):
+            (self.directory / leftover).unlink(missing_ok=True)
+        self._finish()
+
+    def suspend(self) -> None:
+        """Leave the directory for a later resume and release its locks; an abort if no
+        checkpoint was written (nothing could be resumed from it)."""
+        if self._done:
+            return
+        if not (self.directory / CHECKPOINT).exists():
+            self.abort()
+            return
         self._finish()
 
     def abort(self) -> None:
@@ -99,3 +139,13 @@ class PendingBackup:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.abort()
+
+
+def read_checkpoint(directory: Path) -> dict[str, Any] | None:
+    """The checkpoint of a pending backup directory, or None if it has none (or a damaged
+    one: a checkpoint only saves work, so a damaged one means starting clean)."""
+    try:
+        data = json.loads((directory / CHECKPOINT).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -8,6 +8,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import zstandard
 
@@ -18,7 +19,7 @@ from mover.repo import locks
 from mover.repo.atomic import fsync_dir, make_dir, write_temp
 from mover.repo.chunks import ChunkStore, LocalChunkStore
 from mover.repo.config import RepoConfig
-from mover.repo.pending import RECORD, PendingBackup, index_name
+from mover.repo.pending import RECORD, PendingBackup, index_name, read_checkpoint
 from mover.repo.records import BackupRecord
 from mover.repo.stale import clean_stale
 from mover.repo.verify import verify
@@ -82,9 +83,12 @@ class Repository:
         stamp = clock.now().strftime("%Y%m%dT%H%M%SZ")
         return f"{stamp}-{secrets.token_hex(3)}"
 
-    def begin(self, vm_instance_uuid: str, backup_id: str) -> PendingBackup:
+    def begin(self, vm_instance_uuid: str, backup_id: str, resume: bool = False) -> PendingBackup:
         """Start writing backup ``backup_id`` of a VM. Call it before storing the backup's
-        chunks: the shared repository lock it takes is what a future GC will wait for."""
+        chunks: the shared repository lock it takes is what a future GC will wait for.
+
+        ``resume`` takes over the pending directory an interrupted run left (see
+        ``resumable``) instead of creating a new one."""
         _check_name("VM instance UUID", vm_instance_uuid)
         _check_name("backup id", backup_id)
         held: list[tuple[int, Path | None]] = []
@@ -99,7 +103,10 @@ class Repository:
             held.append((fd, own))
             directory = self.path / "backups" / vm_instance_uuid / backup_id
             make_dir(directory.parent)
-            directory.mkdir()
+            if not resume:
+                directory.mkdir()
+            elif (directory / RECORD).exists() or not directory.is_dir():
+                raise FileExistsError(directory)
         except FileExistsError as exc:
             _release(held)
             raise RepositoryError(f"backup id {backup_id} is already in use") from exc
@@ -108,6 +115,33 @@ class Repository:
             raise RepositoryError(f"cannot start backup {backup_id} in {self.path}: {exc}") \
                 from exc
         return PendingBackup(directory, self.path / "tmp", backup_id, vm_instance_uuid, held)
+
+    def resumable(self, vm_instance_uuid: str) -> list[tuple[str, dict[str, Any]]]:
+        """Pending backups of a VM that left a checkpoint: (backup id, checkpoint), newest
+        first. One may still be running; ``begin(resume=True)`` refuses that one."""
+        _check_name("VM instance UUID", vm_instance_uuid)
+        found = []
+        try:
+            directories = sorted(os.scandir(self.path / "backups" / vm_instance_uuid),
+                                 key=lambda e: e.name, reverse=True)
+        except FileNotFoundError:
+            return []
+        for entry in directories:
+            directory = Path(entry.path)
+            if entry.is_dir() and not (directory / RECORD).exists():
+                checkpoint = read_checkpoint(directory)
+                if checkpoint is not None:
+                    found.append((entry.name, checkpoint))
+        return found
+
+    def discard(self, vm_instance_uuid: str, backup_id: str) -> bool:
+        """Remove a pending backup whose writer is gone; False if it is running."""
+        try:
+            pending = self.begin(vm_instance_uuid, backup_id, resume=True)
+        except RepositoryError:
+            return False
+        pending.abort()
+        return True
 
     def list_backups(self, vm_instance_uuid: str | None = None) -> list[BackupRecord]:
         """Committed backups, oldest first; IntegrityError names a damaged ``backup.json``."""

@@ -22,7 +22,9 @@ def clean_stale(repo: Repository, max_age: float = 3600.0) -> list[Path]:
 
     * files in ``tmp/``: a writer keeps a temporary only between writing and renaming it;
     * backup directories without ``backup.json`` whose writer is gone: a running backup
-      holds ``locks/backup-<id>.lock``, so it is skipped however old its files are;
+      holds ``locks/backup-<id>.lock``, so it is skipped however old its files are; one
+      with a ``checkpoint.json`` is kept for the next run of its VM to resume (that run
+      removes it, resuming or not);
     * lock files of backups that are gone.
 
     Safe to run while backups run, in this or other processes.
@@ -41,7 +43,8 @@ def _clean(repo: Repository, cutoff: float) -> list[Path]:
             removed.append(entry)
     for vm_dir in _entries(repo.path / "backups"):
         for directory in _entries(vm_dir):
-            if (directory / "backup.json").exists() or _newest(directory) >= cutoff:
+            if (directory / "backup.json").exists() or (directory / "checkpoint.json").exists() \
+                    or _newest(directory) >= cutoff:
                 continue
             if _with_writer_lock(repo, directory.name, functools.partial(shutil.rmtree, directory)):
                 removed.append(directory)

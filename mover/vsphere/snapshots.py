@@ -87,6 +87,14 @@ def remove_orphans(session: Session, vm: Any, keep: str | None = None) -> list[s
     return removed
 
 
+def find(session: Session, vm: Any, moref: str, name: str) -> Any:
+    """The snapshot ``moref`` of ``vm`` if it still exists with that name, else None."""
+    for snap in session.call(lambda: list(walk(vm))):
+        if snap.moref == moref and snap.name == name:
+            return snap.ref
+    return None
+
+
 def user_snapshots(session: Session, vm: Any) -> list[str]:
     return [s.name for s in session.call(lambda: list(walk(vm))) if not s.is_movers]
 
@@ -95,11 +103,4 @@ def consolidation_needed(session: Session, vm: Any) -> bool:
     try:
         return bool(session.call(lambda: vm.runtime.consolidationNeeded))
     except (vim.fault.VimFault, AttributeError):  # older hosts do not report it
-        return False
-
-
-def exists(session: Session, vm: Any, moref: str) -> bool:
-    try:
-        return any(s.moref == moref for s in session.call(lambda: list(walk(vm))))
-    except VSphereError:
         return False

@@ -64,12 +64,16 @@ def restore_sha256(repo: Path, backup_id: str, key: int, out: Path) -> str:
     return digest.hexdigest()
 
 
-def snapshot_digests(lab: Lab, vm: str, snapshot_name: str) -> dict[int, str]:
-    """SHA-256 of each disk of the snapshot as the lab froze it (lab config snapshotDigests)."""
-    for snap in lab.snapshot_history(vm):
-        if snap["name"] == snapshot_name:
+def snapshot_digests(lab: Lab, vm: str, snapshot: dict[str, Any] | str) -> dict[int, str]:
+    """SHA-256 of each disk of a backup's snapshot (``result["snapshot"]``, or its name) as
+    the lab froze it (lab config snapshotDigests). A dict is matched by MoRef (a resumed
+    backup's new snapshot has the same name as the interrupted one's); a name matches the
+    newest snapshot of that name."""
+    for snap in reversed(lab.snapshot_history(vm)):
+        if (snap["name"] == snapshot if isinstance(snapshot, str)
+                else snap["moref"] == snapshot["moref"]):
             return {int(d["key"]): d["sha256"] for d in snap["disks"]}
-    raise AssertionError(f"the lab has no snapshot {snapshot_name!r} in its history")
+    raise AssertionError(f"the lab has no snapshot {snapshot} in its history")
 
 
 def mover_snapshots(lab: Lab, vm: str) -> list[str]:

@@ -89,7 +89,7 @@ def test_full_then_three_incrementals_restore_bit_exact(lab: Lab, two_disk_vm: s
 
     # Every point restores to exactly the bytes its snapshot held.
     for result in backups:
-        frozen = snapshot_digests(lab, vm, result["snapshot"]["name"])
+        frozen = snapshot_digests(lab, vm, result["snapshot"])
         for key in (THIN, EAGER):
             got = restore_sha256(repo, result["backup_id"], key, tmp_path / "out.img")
             assert got == frozen[key], f"backup {result['backup_id']} disk {key}"

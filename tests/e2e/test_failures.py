@@ -37,10 +37,10 @@ def committed(repo: Path) -> list[str]:
 @pytest.mark.parametrize(
     ("fault", "exit_code", "kind"),
     [
-        pytest.param({"target": "folder", "kind": "status500", "count": 1}, 8,
-                     "TransportError", id="folder-500"),
-        pytest.param({"target": "folder", "kind": "reset", "count": 1, "after_bytes": 4096}, 8,
-                     "TransportError", id="folder-reset-mid-body"),
+        pytest.param({"target": "folder", "kind": "status500", "rate": 1.0}, 8,
+                     "TransportError", id="folder-500-persistent"),
+        pytest.param({"target": "folder", "kind": "reset", "rate": 1.0, "after_bytes": 4096}, 8,
+                     "TransportError", id="folder-reset-mid-body-persistent"),
         pytest.param({"target": "soap", "kind": "snapshotCreateFail", "count": 1,
                       "match": "CreateSnapshot_Task"}, 6,
                      "VSphereError", id="snapshot-create-fails"),
@@ -53,7 +53,7 @@ def test_a_failed_backup_leaves_no_snapshot_and_no_backup(lab: Lab, vm: str, tmp
     first = backup(lab, vm, repo)
     lab.write(vm, 2000, 40 * MiB, b"z" * MiB)
     lab.inject(**fault)
-    run = mover(*backup_args(lab, vm, repo), lab=lab)
+    run = mover(*backup_args(lab, vm, repo, "--read-attempts", "2"), lab=lab)
     assert run.code == exit_code, run.stderr
     assert run.result["status"] == "failed"
     assert run.result["error"]["kind"] == kind
