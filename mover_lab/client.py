@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import subprocess
 import urllib.error
 import urllib.parse
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parent.parent
+_UNVERIFIED = ssl._create_unverified_context()
 LAUNCHER = ROOT / "scripts" / "lab"
 
 
@@ -38,13 +40,18 @@ class Lab:
     pid: int
     dir: Path
     log: Path
+    thumbprint: str | None = None    # SHA-256 of the certificate of a lab started with tls
 
     @classmethod
-    def start(cls, dir: Path, port: int = 0, race: bool = False) -> Lab:
-        """Build the lab if needed, start it in the background, return once it answers."""
+    def start(cls, dir: Path, port: int = 0, race: bool = False, tls: bool = False) -> Lab:
+        """Build the lab if needed, start it in the background, return once it answers.
+
+        ``tls`` serves HTTPS with a fresh self-signed certificate (``thumbprint``)."""
         cmd = [str(LAUNCHER), "start", "--dir", str(dir), "--port", str(port)]
         if race:
             cmd.append("--race")
+        if tls:
+            cmd.append("--tls")
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
         info = json.loads(out)
         return cls(
@@ -57,6 +64,7 @@ class Lab:
             pid=int(info["pid"]),
             dir=Path(info["dir"]),
             log=Path(info["log"]),
+            thumbprint=info.get("thumbprint"),
         )
 
     def stop(self) -> None:
@@ -81,7 +89,8 @@ class Lab:
         if raw is None and data is not None:
             req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=300) as resp:
+            # The control API of a TLS lab has the lab's self-signed certificate.
+            with urllib.request.urlopen(req, timeout=300, context=_UNVERIFIED) as resp:
                 return cast(bytes, resp.read())
         except urllib.error.HTTPError as e:
             text = e.read().decode(errors="replace")

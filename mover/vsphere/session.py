@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import Any, TypeVar
 
 from mover.errors import AuthenticationError, ConnectError
 from mover.vsphere.address import ServerAddress, TlsPolicy
+from mover.vsphere.tls import ThumbprintMismatch, context_for
 from mover.vsphere.vmomi import connect, vim
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,7 @@ class Session:
             "connectionPoolTimeout": -1,
         }
         if self.address.scheme == "https":
-            if self._tls.thumbprint:
-                kwargs["thumbprint"] = self._tls.thumbprint.replace(":", "").lower()
-            elif self._tls.insecure:
-                kwargs["disableSslCertValidation"] = True
+            kwargs["sslContext"] = context_for(self._tls)
         try:
             self._si = connect.SmartConnect(**kwargs)
         except vim.fault.InvalidLogin as exc:
@@ -62,6 +59,10 @@ class Session:
                 f"{self.address.host} rejected user {self._credentials.user!r}: check the user "
                 "name and the password file (or MOVER_PASSWORD)"
             ) from exc
+        except ThumbprintMismatch as exc:
+            raise ConnectError(
+                f"the certificate of {self.address.host} does not match --thumbprint "
+                f"({exc}): if the host's certificate was renewed, pin the new one") from exc
         except ssl.SSLCertVerificationError as exc:
             raise ConnectError(
                 f"the TLS certificate of {self.address.host} is not trusted "
@@ -70,17 +71,10 @@ class Session:
             ) from exc
         except ssl.SSLError as exc:
             raise ConnectError(f"TLS to {self.address.base_url} failed: {exc}") from exc
-        except Exception as exc:
-            if "Thumbprint" in type(exc).__name__ or "thumbprint" in str(exc).lower():
-                raise ConnectError(
-                    f"the certificate of {self.address.host} does not match --thumbprint: "
-                    "check the pinned SHA-256 (the server's certificate may have changed)"
-                ) from exc
-            if isinstance(exc, OSError | socket.timeout):
-                raise ConnectError(
-                    f"cannot reach {self.address}: {exc}; check --server and the network"
-                ) from exc
-            raise
+        except OSError as exc:
+            raise ConnectError(
+                f"cannot reach {self.address}: {exc}; check --server and the network"
+            ) from exc
         self.logins += 1
         log.info("logged in to %s as %s", self.address, self._credentials.user)
 
@@ -102,13 +96,32 @@ class Session:
             raise ConnectError(f"{self.address} gave no {COOKIE_NAME} cookie after login")
         return morsel.value
 
+    def relogin(self) -> None:
+        """Log in again on the same connection. Every managed object the job holds (VM,
+        snapshot) is bound to this connection's stub; ``Login`` through it gives the stub the
+        new session cookie, whereas a new connection would leave those objects on the dead
+        session."""
+        if self._si is None:
+            self.login()
+            return
+        try:
+            self._si.content.sessionManager.Login(self._credentials.user,
+                                                  self._credentials.password)
+        except vim.fault.InvalidLogin as exc:
+            raise AuthenticationError(
+                f"{self.address.host} no longer accepts user {self._credentials.user!r}: "
+                "check the user name and the password file (or MOVER_PASSWORD)"
+            ) from exc
+        self.logins += 1
+        log.info("logged in to %s again as %s", self.address, self._credentials.user)
+
     def call(self, operation: Callable[[], T]) -> T:
         """Run ``operation``; on ``NotAuthenticated`` log in again and run it once more."""
         try:
             return operation()
         except vim.fault.NotAuthenticated:
             log.warning("session to %s expired; logging in again", self.address)
-            self.login()
+            self.relogin()
             return operation()
 
     def keepalive(self) -> None:

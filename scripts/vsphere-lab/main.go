@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"crypto/tls"
+
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25"
 )
@@ -28,6 +30,7 @@ func main() {
 	port := flag.Int("port", 0, "TCP port on 127.0.0.1 (0: pick a free one)")
 	user := flag.String("user", "user", "the only user name Login accepts")
 	password := flag.String("password", "pass", "the only password Login accepts")
+	useTLS := flag.Bool("tls", false, "serve HTTPS with a fresh self-signed certificate")
 	flag.Parse()
 	if *dir == "" {
 		log.Fatal("--dir is required")
@@ -82,15 +85,30 @@ func main() {
 		log.Fatal(err)
 	}
 	addr := ln.Addr().(*net.TCPAddr)
+	var tlsInfo map[string]interface{}
 	simulator.Map.SessionManager().ServiceHostName = addr.String()
+	scheme := "http"
+	if *useTLS {
+		scheme = "https"
+		cert, thumbprint, err := selfSigned(*dir)
+		if err != nil {
+			log.Fatal(err)
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
+		tlsInfo = map[string]interface{}{"thumbprint": thumbprint,
+			"cert": filepath.Join(*dir, "cert.pem")}
+	}
 	info := map[string]interface{}{
-		"url":      fmt.Sprintf("http://%s/sdk", addr),
-		"control":  fmt.Sprintf("http://%s/lab", addr),
+		"url":      fmt.Sprintf("%s://%s/sdk", scheme, addr),
+		"control":  fmt.Sprintf("%s://%s/lab", scheme, addr),
 		"port":     addr.Port,
 		"pid":      os.Getpid(),
 		"user":     *user,
 		"password": *password,
 		"dir":      *dir,
+	}
+	for k, v := range tlsInfo {
+		info[k] = v
 	}
 	b, _ := json.Marshal(info)
 	// Write atomically: the launcher polls for this file.

@@ -21,6 +21,8 @@ type vmSpec struct {
 	Disks   []diskSpec `json:"disks"`
 	PowerOn *bool      `json:"powerOn"`
 	CBT     bool       `json:"cbt"`
+	// Version is the virtual hardware version ("vmx-13" when empty); CBT needs vmx-7+.
+	Version string `json:"version"`
 }
 
 // createVM creates a real vcsim VM (through vcsim's own CreateVM_Task, in process) with a SCSI
@@ -98,10 +100,14 @@ func (l *Lab) createVM(spec vmSpec) (*labVM, error) {
 			Device:        disk,
 		})
 	}
+	version := spec.Version
+	if version == "" {
+		version = "vmx-13"
+	}
 	cs := types.VirtualMachineConfigSpec{
 		Name:         spec.Name,
 		GuestId:      string(types.VirtualMachineGuestOsIdentifierOtherGuest64),
-		Version:      "vmx-13",
+		Version:      version,
 		NumCPUs:      1,
 		MemoryMB:     256,
 		Files:        &types.VirtualMachineFileInfo{VmPathName: fmt.Sprintf("[%s]", l.dsName)},
