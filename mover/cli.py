@@ -60,6 +60,17 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--block-size", type=int, help="block size in MiB of a NEW repository")
     b.add_argument("--fetchers", type=int, default=8, help="concurrent reads per disk")
     b.add_argument("--parallel-disks", type=int, default=2)
+    knobs = PipelineSettings()
+    b.add_argument("--read-timeout", type=float, default=knobs.read_timeout, metavar="SECONDS",
+                   help="give up one attempt of a read after this long (then retry)")
+    b.add_argument("--idle-timeout", type=float, default=knobs.idle_timeout, metavar="SECONDS",
+                   help="give up one attempt of a read when no bytes came for this long")
+    b.add_argument("--read-attempts", type=int, default=knobs.read_attempts, metavar="N",
+                   help="attempts per read on transient faults (1: no retries)")
+    b.add_argument("--retry-budget", type=int, default=knobs.retry_budget, metavar="N",
+                   help="retries the whole job may make, all disks together")
+    b.add_argument("--keepalive", type=float, default=knobs.keepalive, metavar="SECONDS",
+                   help="ping the vSphere session this often while copying (0: never)")
     b.add_argument("--json", action="store_true", help="JSON lines on stdout, result last")
 
     r = sub.add_parser("restore", parents=[common],
@@ -128,7 +139,7 @@ def _backup(args: argparse.Namespace) -> int:
         full=args.full, quiesce=args.quiesce, enable_cbt=not args.no_enable_cbt,
         block_size=args.block_size * MiB if args.block_size else None,
         parallel_disks=max(1, args.parallel_disks),
-        pipeline=PipelineSettings(fetchers=max(1, args.fetchers)))
+        pipeline=_pipeline(args))
     reporter = JsonReporter() if args.json else BarReporter()
     result: BackupResult = _run_async(run_backup(settings, reporter))
     left_snapshot = result.snapshot.get("removed") is False
@@ -144,6 +155,19 @@ def _backup(args: argparse.Namespace) -> int:
         for warning in result.warnings:
             print(f"mover: warning: {warning}", file=sys.stderr)
     return 6 if left_snapshot else 0
+
+
+def _pipeline(args: argparse.Namespace) -> PipelineSettings:
+    for option, ok, rule in (("--read-timeout", args.read_timeout > 0, "above 0"),
+                             ("--idle-timeout", args.idle_timeout > 0, "above 0"),
+                             ("--read-attempts", args.read_attempts >= 1, "at least 1"),
+                             ("--retry-budget", args.retry_budget >= 0, "at least 0"),
+                             ("--keepalive", args.keepalive >= 0, "at least 0")):
+        if not ok:
+            raise UsageError(f"{option} must be {rule}")
+    return PipelineSettings(fetchers=max(1, args.fetchers), read_timeout=args.read_timeout,
+                            idle_timeout=args.idle_timeout, read_attempts=args.read_attempts,
+                            retry_budget=args.retry_budget, keepalive=args.keepalive)
 
 
 def _run_async(coro: Coroutine[Any, Any, T]) -> T:

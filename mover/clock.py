@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 
@@ -13,6 +14,11 @@ def monotonic() -> float:
 def sleep(seconds: float) -> None:
     """Block the calling thread (only ever a worker thread, never the event loop)."""
     time.sleep(seconds)
+
+
+async def pause(seconds: float) -> None:
+    """Sleep on the event loop (cancellable). Unit tests replace this to use fake time."""
+    await asyncio.sleep(seconds)
 
 
 def now() -> datetime:

@@ -11,7 +11,8 @@ OSError) are mapped to these at the adapter that meets them, with ``raise ... fr
     ├── NotFoundError               exit 5   unknown VM, backup or disk
     ├── VSphereError                exit 6   a vSphere call failed (snapshot, CBT, query)
     │   └── UnsupportedVMError      exit 7   VM cannot be backed up as asked (no CBT, ...)
-    ├── TransportError              exit 8   reading disk data failed (HTTP, short reads)
+    ├── TransportError              exit 8   reading disk data failed (HTTP, short reads);
+    │                                        ``.transient``: may the same read succeed later
     ├── RepositoryError             exit 9   repository damaged, wrong format, I/O failure
     │   └── IntegrityError          exit 10  a chunk or index does not match its digest
     └── Interrupted                 exit 130 stopped by SIGINT/SIGTERM after cleaning up
@@ -64,7 +65,15 @@ class UnsupportedVMError(VSphereError):
 
 
 class TransportError(MoverError):
+    """``transient`` is the adapter's verdict: True for faults a retry of the same read may
+    outlive (HTTP 5xx, connection reset, short body, timeout), False for answers that will
+    not change (404, 416, a wrong Content-Range). Unclassified errors are permanent."""
+
     exit_code = 8
+
+    def __init__(self, detail: str = "", *, transient: bool = False, **fields: Any) -> None:
+        super().__init__(detail, **fields)
+        self.transient = transient
 
 
 class RepositoryError(MoverError):

@@ -1,5 +1,5 @@
-"""The data plane of one job: the pooled HTTP session, the CPU executor, and the one place
-where a disk's transport is built and its wrappers are stacked."""
+"""The data plane of one job: the pooled HTTP session, the CPU executor, the session
+keepalive, and the one place where a disk's transport is built and its wrappers are stacked."""
 
 from __future__ import annotations
 
@@ -8,19 +8,24 @@ from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 
+from mover.jobs.keepalive import Keepalive, SessionCookie
 from mover.jobs.settings import BackupSettings
 from mover.pipeline.folder import FolderTransport, folder_url, ssl_setting
 from mover.pipeline.process import BlockProcessor, ChunkSink
+from mover.pipeline.retry import RetryBudget, RetryingTransport, RetryPolicy
 from mover.pipeline.transport import Transport
 from mover.vsphere.disks import DiskInfo
 from mover.vsphere.session import COOKIE_NAME
 
 
 class DataPlane:
-    """Use as ``async with DataPlane(...) as plane``; everything is released on exit."""
+    """Use as ``async with DataPlane(...) as plane``; everything is released on exit.
+
+    While the block runs, the control plane's session is pinged every
+    ``settings.pipeline.keepalive`` seconds; a 401 on ``/folder`` refreshes ``cookie``."""
 
     def __init__(self, settings: BackupSettings, sink: ChunkSink, block_size: int, level: int,
-                 cookie: str) -> None:
+                 cookie: SessionCookie) -> None:
         self.settings = settings
         self.processor = BlockProcessor(sink, block_size, level)
         self.executor = ThreadPoolExecutor(settings.pipeline.workers,
@@ -28,27 +33,51 @@ class DataPlane:
         tls = settings.tls
         self._ssl = (ssl_setting(tls.insecure, tls.thumbprint_bytes)
                      if settings.server.scheme == "https" else True)
-        self._cookie = cookie
+        self.cookie = cookie
+        pipeline = settings.pipeline
+        self.budget = RetryBudget(pipeline.retry_budget)   # one budget for every disk
+        self._policy = RetryPolicy(attempts=max(1, pipeline.read_attempts),
+                                   base_delay=pipeline.retry_base_delay,
+                                   max_delay=max(pipeline.retry_max_delay,
+                                                 pipeline.retry_base_delay))
+        self._keepalive = Keepalive(cookie.keepalive, pipeline.keepalive)
+        self._transports: dict[int, RetryingTransport] = {}
         self._http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> DataPlane:
         pipeline = self.settings.pipeline
         connector = aiohttp.TCPConnector(limit=pipeline.fetchers * self.settings.parallel_disks)
-        self._http = aiohttp.ClientSession(
-            connector=connector, headers={"Cookie": f"{COOKIE_NAME}={self._cookie}"},
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120))
+        # The cookie goes on each request (it changes when the session is renewed); a jar
+        # would add whatever the host sets next to it.
+        self._http = aiohttp.ClientSession(connector=connector,
+                                           cookie_jar=aiohttp.DummyCookieJar())
+        await self._keepalive.__aenter__()
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: types.TracebackType | None) -> None:
-        if self._http is not None:
-            await self._http.close()
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        try:
+            await self._keepalive.__aexit__(exc_type, exc, tb)
+        finally:
+            if self._http is not None:
+                await self._http.close()
+            self.executor.shutdown(wait=True, cancel_futures=True)
 
     def transport(self, disk: DiskInfo, datacenter: str) -> Transport:
-        """The transport that reads ``disk`` of the backup snapshot."""
+        """The transport that reads ``disk`` of the backup snapshot: ``/folder``, retried."""
         assert self._http is not None, "use DataPlane as an async context manager"
+        pipeline = self.settings.pipeline
         url = folder_url(self.settings.server.base_url, disk.datastore, disk.flat_path,
                          datacenter)
-        return FolderTransport(self._http, url, disk.capacity, self.settings.pipeline.fetchers,
-                               self._ssl)
+        folder = FolderTransport(self._http, url, disk.capacity, pipeline.fetchers,
+                                 self.cookie, COOKIE_NAME, self._ssl,
+                                 read_timeout=pipeline.read_timeout or None,
+                                 idle_timeout=pipeline.idle_timeout or None)
+        retrying = RetryingTransport(folder, self._policy, self.budget)
+        self._transports[disk.key] = retrying
+        return retrying
+
+    def retries(self, disk_key: int) -> int:
+        """Retries made so far reading disk ``disk_key`` (0 if it has no transport yet)."""
+        transport = self._transports.get(disk_key)
+        return transport.retries if transport is not None else 0

@@ -21,6 +21,15 @@ class PipelineSettings:
     workers: int = max(2, os.cpu_count() or 2)   # executor threads doing CPU work
     queue_depth: int = 8            # fetched reads waiting for a worker
     max_read: int = 4 * 1024 * 1024
+    # Faults (mover.pipeline.retry): attempts per read, retries per job (shared by all disks),
+    # backoff with full jitter between base and cap seconds.
+    read_attempts: int = 5
+    retry_budget: int = 200
+    retry_base_delay: float = 0.5
+    retry_max_delay: float = 20.0
+    read_timeout: float = 300.0     # whole request of one read, seconds
+    idle_timeout: float = 60.0      # no body bytes for this long, seconds
+    keepalive: float = 600.0        # control-plane session keepalive while copying; 0: off
 
     def peak_buffers(self) -> int:
         return self.fetchers + self.queue_depth + self.workers

@@ -8,8 +8,11 @@ would otherwise feed us the wrong bytes at the right offsets.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import ssl
+from typing import Protocol
 from urllib.parse import quote
 
 import aiohttp
@@ -17,6 +20,7 @@ from yarl import URL
 
 from mover.errors import AuthenticationError, TransportError
 
+log = logging.getLogger(__name__)
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
@@ -37,50 +41,113 @@ def ssl_setting(insecure: bool, thumbprint: bytes | None) -> SslSetting:
     return ssl.create_default_context()
 
 
+class CookieSource(Protocol):
+    """The session cookie the host wants on every request.
+
+    Contract: ``value`` is the cookie to send now; ``refresh(stale)`` returns a cookie other
+    than ``stale`` (logging in again at most once however many readers ask with the same
+    stale value) or raises ``AuthenticationError``/``ConnectError``."""
+
+    @property
+    def value(self) -> str: ...
+
+    async def refresh(self, stale: str) -> str: ...
+
+
 class FolderTransport:
-    """Reads one datastore file. The aiohttp session (connection pool, cookie header,
-    TLS) is owned by the caller and shared between disks."""
+    """Reads one datastore file. The aiohttp session (connection pool, TLS) is owned by the
+    caller and shared between disks; the cookie comes from ``cookie`` on every request.
+
+    Errors are classified here (``TransportError.transient``): HTTP 5xx, 408 and 429, a
+    connection reset or refused, a short body and both timeouts are transient; any other
+    status (404, 416, ...), a wrong ``Content-Range``, a body longer than asked and TLS
+    failures are permanent. A 401/403 is answered once by refreshing the cookie and reading
+    again; a second refusal is an ``AuthenticationError``."""
 
     def __init__(self, http: aiohttp.ClientSession, url: URL, size: int, max_readers: int,
-                 ssl_: SslSetting = True) -> None:
+                 cookie: CookieSource, cookie_name: str, ssl_: SslSetting = True,
+                 read_timeout: float | None = None, idle_timeout: float | None = None) -> None:
         self.name = url.path
         self.size = size
         self.max_readers = max_readers
         self._http = http
         self._url = url
         self._ssl = ssl_
+        self._cookie = cookie
+        self._cookie_name = cookie_name
+        self._read_timeout = read_timeout
+        self._idle_timeout = idle_timeout
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=idle_timeout)
 
     async def read_into(self, offset: int, buf: memoryview) -> None:
         end = offset + len(buf) - 1
         where = f"{self.name} bytes {offset}-{end}"
+        cookie = self._cookie.value
+        refused = await self._read(offset, buf, cookie, where)
+        if refused is None:
+            return
+        log.info("reading %s: HTTP %d, renewing the session cookie", where, refused)
+        cookie = await self._cookie.refresh(cookie)
+        refused = await self._read(offset, buf, cookie, where)
+        if refused is not None:
+            raise AuthenticationError(f"reading {where}: the host refused the session (HTTP "
+                                      f"{refused}) also after logging in again")
+
+    async def _read(self, offset: int, buf: memoryview, cookie: str, where: str) -> int | None:
+        """One request: fills ``buf``, or returns the 401/403 status, or raises."""
+        end = offset + len(buf) - 1
+        headers = {"Range": f"bytes={offset}-{end}", "Cookie": f"{self._cookie_name}={cookie}"}
         try:
-            async with self._http.get(self._url, headers={"Range": f"bytes={offset}-{end}"},
-                                      ssl=self._ssl) as resp:
-                if resp.status in (401, 403):
-                    raise AuthenticationError(f"reading {where}: the host refused the session "
-                                              f"(HTTP {resp.status})")
-                if resp.status != 206:
-                    raise TransportError(f"reading {where}: expected HTTP 206, got "
-                                         f"{resp.status} {resp.reason}")
-                _check_content_range(resp.headers.get("Content-Range", ""), offset, end, where)
-                filled = 0
-                async for piece in resp.content.iter_any():
-                    stop = filled + len(piece)
-                    if stop > len(buf):
-                        raise TransportError(f"reading {where}: the body is longer than asked")
-                    buf[filled:stop] = piece
-                    filled = stop
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TransportError(f"reading {where}: {type(exc).__name__}: {exc}") from exc
+            async with asyncio.timeout(self._read_timeout):
+                async with self._http.get(self._url, headers=headers, ssl=self._ssl,
+                                          timeout=self._timeout) as resp:
+                    if resp.status in (401, 403):
+                        return resp.status
+                    if resp.status != 206:
+                        raise _failure(where, f"expected HTTP 206, got {resp.status} "
+                                       f"{resp.reason}", _transient_status(resp.status))
+                    _check_content_range(resp.headers.get("Content-Range", ""), offset, end,
+                                         where)
+                    filled = 0
+                    async for piece in resp.content.iter_any():
+                        stop = filled + len(piece)
+                        if stop > len(buf):
+                            raise _failure(where, "the body is longer than asked", False)
+                        buf[filled:stop] = piece
+                        filled = stop
+        except aiohttp.SocketTimeoutError as exc:
+            raise _failure(where, f"no bytes for {self._idle_timeout} s (idle timeout)",
+                           True) from exc
+        except TimeoutError as exc:  # asyncio.timeout above, or aiohttp's connect timeout
+            what = ("connecting timed out" if isinstance(exc, aiohttp.ClientError) else
+                    f"no complete reply within {self._read_timeout} s (read timeout)")
+            raise _failure(where, what, True) from exc
+        except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
+            raise _failure(where, f"TLS: {exc}", False) from exc
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
+                ConnectionError) as exc:
+            raise _failure(where, f"{type(exc).__name__}: {exc}", True) from exc
+        except aiohttp.ClientError as exc:
+            raise _failure(where, f"{type(exc).__name__}: {exc}", False) from exc
         if filled != len(buf):
-            raise TransportError(f"reading {where}: short body, {filled} of {len(buf)} bytes")
+            raise _failure(where, f"short body, {filled} of {len(buf)} bytes", True)
+        return None
 
     async def close(self) -> None:
         """The shared HTTP session belongs to the caller; nothing of ours to release."""
 
 
+def _transient_status(status: int) -> bool:
+    """Server errors, request timeout and throttling may pass; other answers will not."""
+    return status >= 500 or status in (408, 429)
+
+
+def _failure(where: str, cause: str, transient: bool) -> TransportError:
+    return TransportError(f"reading {where}: {cause}", transient=transient, cause=cause)
+
+
 def _check_content_range(header: str, start: int, end: int, where: str) -> None:
     match = _CONTENT_RANGE.match(header.strip())
     if match is None or int(match[1]) != start or int(match[2]) != end:
-        raise TransportError(f"reading {where}: the server answered Content-Range "
-                             f"{header!r}, not the range asked for")
+        raise _failure(where, f"the server answered Content-Range {header!r}, not the range "
+                       "asked for", False)
