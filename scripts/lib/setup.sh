@@ -41,3 +41,19 @@ ensure_venv() {
     touch "$stamp"
   fi
 }
+
+# ensure_bench: what scripts/bench needs besides the venv: the bench extra (matplotlib,
+# py-spy, pyinstrument), mkfs/curl/zstd/openssl, and the peers that Debian packages (restic,
+# borgbackup; kopia is in no registry reachable here). A peer that fails to install is
+# reported by the benchmark, not fatal.
+ensure_bench() {
+  ensure_apt e2fsprogs curl zstd openssl coreutils time
+  ensure_apt restic || _log "restic could not be installed; the benchmark runs without it"
+  ensure_apt borgbackup || _log "borgbackup could not be installed; the benchmark runs without it"
+  local stamp="$VENV/.mover-bench-installed"
+  if [ ! -f "$stamp" ] || [ "$MOVER_ROOT/pyproject.toml" -nt "$stamp" ]; then
+    _log "installing mover's test and bench extras into $VENV"
+    "$VENV/bin/pip" install -q -e "$MOVER_ROOT[test,bench]" >&2
+    touch "$stamp"
+  fi
+}

@@ -1,0 +1,1 @@
+"""The benchmark behind scripts/bench: see bench/suite.py and docs/performance.md."""

@@ -1,0 +1,29 @@
+"""``python -m bench`` (run it through ``scripts/bench``, which installs what it needs)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.suite import Suite
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
+    ap.add_argument("--large", action="store_true",
+                    help="also back up a 64 GiB thin disk (about 10%% allocated) for peak RSS")
+    ap.add_argument("--runs", type=int, default=3, help="runs per measured point (median)")
+    ap.add_argument("--size-gib", type=int, default=8, help="size of the default disks")
+    ap.add_argument("--work", type=Path, default=Path("/var/tmp"),
+                    help="where the images, the lab and the repositories go")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--no-peers", action="store_true", help="skip restic, borg and kopia")
+    ap.add_argument("--no-cases", action="store_true", help="skip the random and zero-heavy disks")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+    return Suite(args).main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

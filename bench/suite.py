@@ -1,0 +1,304 @@
+"""The whole benchmark, in the order that keeps every comparison on the same bytes:
+
+images -> limits -> mover fulls -> stage timeline -> scaling -> peers' fulls and the curl
+baseline -> change sets (each applied to the lab disk and the image file, then mover and
+every peer back up again) -> the random and zero-heavy disks -> the 64 GiB disk (--large).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from bench import images, limits, peers, report
+from bench.runs import Timeline, mover_backup, pipeline, planned_reads, spread
+from mover import chunk
+from mover.extents import Extent, align, total
+from mover_lab import Lab
+
+MiB = 1 << 20
+GiB = 1 << 30
+BLOCK = MiB
+MAX_READ = 4 * MiB
+FETCHERS = 8  # mover's default
+PEER_SEEDS = {11, 21, 31}  # the change sets the peers back up after (one per fraction)
+
+
+def log(msg: str) -> None:
+    print(f"bench {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
+class Suite:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.capacity = args.size_gib * GiB
+        self.runs = max(1, args.runs)
+        self.r: dict[str, Any] = {
+            "started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
+                        "platform": platform.platform()},
+            "runs": self.runs, "images": {}, "backups": {}, "peers_missing": {}, "cases": {}}
+
+    def main(self) -> int:
+        t0 = time.monotonic()
+        args = self.args
+        args.work.mkdir(parents=True, exist_ok=True)
+        self.work = Path(tempfile.mkdtemp(prefix="mover-bench-", dir=args.work))
+        log(f"work directory {self.work}")
+        self.lab = Lab.start(self.work / "lab")
+        try:
+            self.realistic()
+            if not args.no_cases:
+                self.cases()
+            if args.large:
+                self.large()
+        finally:
+            self.lab.stop()
+            if not args.keep:
+                shutil.rmtree(self.work, ignore_errors=True)
+        self.r["seconds"] = time.monotonic() - t0
+        self.summarize()
+        report.write(self.r, args.out)
+        return 0
+
+    # -- the realistic disk -------------------------------------------------------------
+
+    def realistic(self) -> None:
+        lab, cap = self.lab, self.capacity
+        self.image = self.work / "realistic.img"
+        log(f"building a {cap // GiB} GiB realistic disk (mkfs.ext4 -d of real directories)")
+        info = images.realistic(self.image, cap, 0.35, self.work)
+        self.r["images"]["realistic"] = info
+        vm = "bench-real"
+        disk = lab.create_vm(vm, [{"capacity": cap, "type": "thin"}])["disks"][0]
+        self.flat = disk["flatFile"]
+        lab.load(vm, 2000, self.image)
+        extents = images.data_extents(self.image)
+        self.extents = extents
+        reads = planned_reads(extents, cap, BLOCK, MAX_READ)
+        self.reads = reads
+        log(f"allocated {info['allocated'] / GiB:.2f} GiB, planned reads {total(reads) / GiB:.2f}"
+            " GiB")
+
+        url = lab.folder_url(self.flat)
+        log("limits: fetch")
+        lim: dict[str, Any] = {"fetch": limits.fetch(url, lab.user, lab.password, reads,
+                                                     [1, 2, 4, 8, 16], lab.pid)}
+        lim["curl_mb_s"] = limits.curl_one_stream(url, lab.user, lab.password, reads, self.work)
+        log("limits: CPU")
+        blocks = limits.sample_blocks(self.image, reads, BLOCK, 768 * MiB)
+        lim["cpu"] = limits.cpu(blocks, 3, [1, 2])
+        del blocks
+        log("limits: write")
+        lim["write"] = limits.write(self.work)
+        self.r["limits"] = lim
+
+        runs = []
+        repo = self.work / "repo"
+        for i in range(self.runs):
+            shutil.rmtree(repo, ignore_errors=True)
+            log(f"mover full {i + 1}/{self.runs}")
+            run = mover_backup(lab, vm, repo, "--full")
+            run.update(label=f"full {i + 1}", fraction=1.0)
+            runs.append(run)
+            log(f"  {run['wall']:.1f} s, {run['mb_s']:.0f} MB/s read, RSS "
+                f"{run['maxrss_mib']:.0f} MiB")
+        self.r["backups"]["mover"] = runs
+        stored_ratio = runs[-1]["bytes_stored"] / runs[-1]["bytes_read"]
+        self.r["bound"] = limits.bound(lim, FETCHERS, stored_ratio)
+        log(f"bound {self.r['bound']['mb_s']:.0f} MB/s ({self.r['bound']['limited_by']})")
+
+        log("pipeline in-process with a per-stage timeline")
+        tl = Timeline()
+        inproc = pipeline(lab, self.flat, cap, reads, BLOCK, self.work / "repo-inproc",
+                          FETCHERS, tl)
+        self.r["inprocess"] = inproc
+        self.r["timeline"] = {"fetch": tl.fetch, "process": tl.process, "store": tl.store}
+
+        self.scaling()
+        self.peers_full()
+        self.changes(repo, vm)
+
+    def scaling(self) -> None:
+        log("scaling: fetchers and block sizes")
+        sample_gib = 1 * GiB
+        sc: dict[str, dict[str, float]] = {"fetchers": {}, "block_size": {}}
+        sample = spread(self.reads, sample_gib)
+        for f in [1, 2, 4, 8, 16, 32]:
+            res = pipeline(self.lab, self.flat, self.capacity, sample, BLOCK,
+                           self.work / "repo-scale", f)
+            sc["fetchers"][str(f)] = res["mb_s"]
+        for bs in [256 * 1024, 512 * 1024, MiB, 2 * MiB, 4 * MiB, 8 * MiB]:
+            max_read = max(MAX_READ, bs)
+            reads = spread(planned_reads(self.extents, self.capacity, bs, max_read), sample_gib)
+            res = pipeline(self.lab, self.flat, self.capacity, reads, bs,
+                           self.work / "repo-scale", FETCHERS, max_read=max_read)
+            sc["block_size"][str(bs // 1024)] = res["mb_s"]
+        self.r["scaling"] = sc
+
+    # -- peers ---------------------------------------------------------------------------
+
+    def peers_full(self) -> None:
+        self.peers: list[tuple[peers.Peer, Path]] = []
+        if not self.args.no_peers:
+            for cls in peers.PEERS:
+                if not cls.available():
+                    self.r["peers_missing"][cls.name] = peers.WHY_MISSING.get(
+                        cls.name, f"{cls.binary} is not installed")
+                    continue
+                peer = cls(self.work)
+                repo = self.work / f"repo-{peer.name}"
+                runs = []
+                for i in range(self.runs):
+                    shutil.rmtree(repo, ignore_errors=True)
+                    peer.init(repo)
+                    log(f"{peer.name} full {i + 1}/{self.runs}")
+                    run = peer.backup(repo, self.image, f"full{i}")
+                    run.update(label=f"full {i + 1}", fraction=1.0, capacity=self.capacity,
+                               logical_mb_s=self.capacity / run["wall"] / 1e6)
+                    run["mb_s"] = run["logical_mb_s"]
+                    run["repo_growth"] = run["repo_bytes"]
+                    runs.append(run)
+                    log(f"  {run['wall']:.1f} s")
+                self.r["backups"][peer.name] = runs
+                self.r.setdefault("peer_settings", {})[peer.name] = {
+                    "version": peer.version(), "settings": peer.settings}
+                self.peers.append((peer, repo))
+        log("baseline: curl | tee >(sha256sum) | zstd")
+        lab = self.lab
+        config = limits.curl_config(lab.folder_url(self.flat), lab.user, lab.password,
+                                    self.reads, self.work / "curl-stdout.cfg", False)
+        runs = []
+        for i in range(self.runs):
+            res = peers.curl_zstd_sha("", "", "", config, self.work / "baseline.zst", 3)
+            read = total(self.reads)
+            runs.append({"label": f"full {i + 1}", "wall": res["wall"], "bytes_read": read,
+                         "mb_s": read / res["wall"] / 1e6, "fraction": 1.0,
+                         "logical_mb_s": self.capacity / res["wall"] / 1e6,
+                         "repo_growth": res["bytes"], "maxrss_mib": 0.0, "cpu": 0.0})
+        self.r["backups"]["curl|zstd|sha256sum"] = runs
+
+    # -- change sets ---------------------------------------------------------------------
+
+    def changes(self, repo: Path, vm: str) -> None:
+        plan = [(0.001, 11)] + [(0.01, 21 + i) for i in range(self.runs)] + [(0.1, 31)]
+        comp = zstandard.ZstdCompressor(level=3)
+        for fraction, seed in plan:
+            writes = images.change_set(self.image, self.capacity, fraction, seed)
+            log(f"change set {fraction * 100:g}% ({len(writes)} writes)")
+            for w in writes:
+                self.lab.write(vm, 2000, w.offset, w.data)
+            images.apply_local(self.image, writes)
+            changed = [Extent(s, e - s) for s, e in images.changed_extents(writes)]
+            blocks = align(changed, BLOCK, self.capacity)
+            expected = 0
+            with self.image.open("rb") as f:
+                for ext in blocks:
+                    for off in range(ext.start, ext.end, BLOCK):
+                        f.seek(off)
+                        data = f.read(BLOCK)
+                        if not chunk.is_zero(data):
+                            expected += len(chunk.encode(data, comp))
+            run = mover_backup(self.lab, vm, repo)
+            meta = sum(p.stat().st_size for p in repo.glob(f"backups/*/{run['backup_id']}/*"))
+            run.update(label=f"incr {fraction * 100:g}%", fraction=fraction,
+                       changed_blocks_bytes=total(blocks), expected_growth=expected + meta,
+                       read_amplification=run["bytes_read"] / max(1, total(blocks)))
+            run["growth_ratio"] = run["repo_growth"] / max(1, run["expected_growth"])
+            self.r["backups"]["mover"].append(run)
+            log(f"  mover {run['wall']:.2f} s, read {run['bytes_read'] / MiB:.0f} MiB of "
+                f"{total(blocks) / MiB:.0f} MiB changed blocks")
+            if seed not in PEER_SEEDS:
+                continue  # peers read the whole image each time: once per fraction is enough
+            for peer, prepo in self.peers:
+                res = peer.backup(prepo, self.image, f"incr-{seed}")
+                res.update(label=f"incr {fraction * 100:g}%", fraction=fraction,
+                           capacity=self.capacity,
+                           logical_mb_s=self.capacity / res["wall"] / 1e6)
+                res["mb_s"] = res["logical_mb_s"]
+                self.r["backups"][peer.name].append(res)
+                log(f"  {peer.name} {res['wall']:.1f} s")
+
+    # -- other disks ---------------------------------------------------------------------
+
+    def case(self, name: str, image: Path, capacity: int, kind: str) -> None:
+        vm = f"bench-{name}"
+        self.lab.create_vm(vm, [{"capacity": capacity, "type": kind}])
+        self.lab.load(vm, 2000, image)
+        image.unlink()
+        repo = self.work / f"repo-{name}"
+        log(f"mover full of the {name} disk")
+        run = mover_backup(self.lab, vm, repo)
+        log(f"  {run['wall']:.1f} s, {run['mb_s']:.0f} MB/s read, RSS {run['maxrss_mib']:.0f}")
+        self.r["cases"][name] = run
+        shutil.rmtree(repo, ignore_errors=True)
+        self.lab.delete_vm(vm)
+
+    def cases(self) -> None:
+        cap = self.capacity
+        log("building the all-random disk")
+        img = self.work / "random.img"
+        self.r["images"]["random"] = images.all_random(img, cap)
+        self.case("random", img, cap, "thin")
+        img = self.work / "zero.img"
+        self.r["images"]["zero-heavy"] = images.zero_heavy(img, cap, self.image)
+        self.case("zero-heavy", img, cap, "eagerZeroedThick")
+
+    def large(self) -> None:
+        cap = 64 * GiB
+        img = self.work / "large.img"
+        log("building the 64 GiB disk (about 10% allocated)")
+        self.r["images"]["large"] = images.realistic(img, cap, 0.10, self.work)
+        self.case("large-64g", img, cap, "thin")
+
+    # -- summary -------------------------------------------------------------------------
+
+    def summarize(self) -> None:
+        r = self.r
+        med = report.median
+        mover = r["backups"]["mover"]
+        fulls = [x for x in mover if x["label"].startswith("full")]
+        incr1 = [x for x in mover if x["label"] == "incr 1%"]
+        full_wall = med([x["wall"] for x in fulls])
+        full_read = med([x["bytes_read"] for x in fulls])
+        peer_walls = {name: med([x["wall"] for x in runs if x["label"].startswith("full")])
+                      for name, runs in r["backups"].items()
+                      if name not in ("mover", "curl|zstd|sha256sum")}
+        best = min(peer_walls, key=lambda k: peer_walls[k]) if peer_walls else None
+        full_mb_s = full_read / full_wall / 1e6
+        large = r["cases"].get("large-64g")
+        r["summary"] = {
+            "full_mb_s": full_mb_s,
+            "full_logical_mb_s": self.capacity / full_wall / 1e6,
+            "full_copy_mb_s": med([x["bytes_read"] / x["copy_seconds"] / 1e6 for x in fulls]),
+            "full_wall_s": full_wall,
+            "full_bytes_read": full_read,
+            "bound_mb_s": r["bound"]["mb_s"],
+            "bound_limited_by": r["bound"]["limited_by"],
+            "full_vs_bound": full_mb_s / r["bound"]["mb_s"],
+            "best_peer": best,
+            "best_peer_mb_s": self.capacity / peer_walls[best] / 1e6 if best else None,
+            "best_peer_wall_s": peer_walls[best] if best else None,
+            "full_vs_best_peer": peer_walls[best] / full_wall if best else None,
+            "incr_1pct_time_ratio": med([x["wall"] for x in incr1]) / full_wall,
+            "incr_1pct_read_amplification": med([x["read_amplification"] for x in incr1]),
+            "incr_1pct_repo_growth_ratio": med([x["growth_ratio"] for x in incr1]),
+            "peak_rss_mib_8g": max(x["maxrss_mib"] for x in mover),
+            "peak_rss_mib_64g": large["maxrss_mib"] if large else None,
+            "cpu_s_per_gib_read": med([x["cpu"] / (x["bytes_read"] / GiB) for x in fulls]),
+            "cpu_s_per_gib_stored": med([x["cpu"] / (x["bytes_stored"] / GiB) for x in fulls]),
+        }
+        if self.capacity != 8 * GiB:
+            r["summary"]["note"] = f"disk size {self.capacity // GiB} GiB, not the default 8"
+        json.dumps(r["summary"])  # fail early on anything that is not JSON
