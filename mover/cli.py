@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mover import __version__
+from mover import __version__, jobfile
 from mover.errors import Interrupted, MoverError, UsageError
 from mover.jobs.backup import run_backup
 from mover.jobs.reporting import BackupResult
@@ -86,6 +86,10 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--repo", required=True, type=Path)
     ls.add_argument("--json", action="store_true")
 
+    j = sub.add_parser("job", parents=[common], help="run a job file (JSON) for a scheduler")
+    j.add_argument("file", help="the job file, or - for standard input")
+    j.set_defaults(json=True)
+
     v = sub.add_parser("verify", parents=[common], help="check a repository's indexes and chunks")
     v.add_argument("--repo", required=True, type=Path)
     v.add_argument("--read-data", action="store_true", help="decode and hash every chunk")
@@ -98,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
+        if args.command == "job":
+            args = _job(args)
         if args.command == "backup":
             return _backup(args)
         if args.command == "restore":
@@ -107,6 +113,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _verify(args)
     except MoverError as exc:
         return _fail(exc, args.json)
+
+
+def _job(args: argparse.Namespace) -> argparse.Namespace:
+    """The settings of a job file, as if its command had been given these options."""
+    source = "<stdin>" if args.file == "-" else args.file
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read job file {source}: {exc.strerror}") from exc
+    commands = _subparsers(parser())
+    kind, settings = jobfile.load(text, source, {k: commands[k] for k in ("backup", "restore")})
+    settings.command, settings.verbose = kind, args.verbose
+    return settings
+
+
+def _subparsers(top: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in top._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("mover has subcommands")
 
 
 def _fail(exc: MoverError, as_json: bool) -> int:
@@ -199,7 +225,8 @@ def _run_async(coro: Coroutine[Any, Any, T]) -> T:
         except asyncio.CancelledError as exc:
             if caught:
                 raise Interrupted(f"stopped by {caught[0]}: the snapshot was removed and "
-                                  "nothing was committed; run the backup again") from exc
+                                  "nothing was committed; run the same backup again to resume "
+                                  "where it stopped") from exc
             raise
 
 

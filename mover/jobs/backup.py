@@ -31,6 +31,7 @@ from mover.repo import BackupRecord, DiskRecord, Repository
 from mover.repo.pending import PendingBackup
 from mover.vsphere import cbt, inventory, snapshots
 from mover.vsphere.disks import DiskInfo, disks_of
+from mover.vsphere.faults import ObjectGone
 from mover.vsphere.session import Session
 
 log = logging.getLogger(__name__)
@@ -164,9 +165,14 @@ class BackupRun:
                 {p.disk.key: disk_checkpoint(p.disk, self.repo.config.block_size, p.decision)
                  for p in plans}).to_json())
             records = await self._copy_disks(plans, pending)
-        except BaseException:
+        except BaseException as exc:
             if pending is not None:  # keep what was stored for the next run to resume
                 await asyncio.to_thread(pending.suspend)
+            if isinstance(exc, Exception) and not await self._vm_exists():
+                if pending is not None:
+                    await asyncio.to_thread(pending.abort)  # nothing left to resume
+                raise ObjectGone(f"VM {self.vm.name!r} disappeared during the backup (deleted "
+                                 f"or unregistered); nothing was committed") from exc
             raise
         finally:
             if snapshot is not None:
@@ -178,6 +184,12 @@ class BackupRun:
         await asyncio.to_thread(pending.commit, record)
         self.result.status = "committed"
         self.result.backup_id = self.backup_id
+
+    async def _vm_exists(self) -> bool:
+        try:
+            return await self.control.run(inventory.exists, self.session, self.vm.ref)
+        except MoverError:
+            return True  # cannot tell: report the original error
 
     async def _snapshot(self) -> tuple[Any, bool]:
         """The backup snapshot: the interrupted run's if it still exists, else a new one.
@@ -283,6 +295,10 @@ class BackupRun:
             with contextlib.suppress(MoverError):
                 await removal
             raise
+        except ObjectGone as exc:
+            self.result.snapshot["removed"] = True
+            self.result.warnings.append(str(exc))
+            return
         except MoverError as exc:
             self.result.snapshot["removed"] = False
             self.result.warnings.append(f"snapshot {name!r} was not removed: {exc}; remove it "

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from mover.vsphere.faults import translate
+
 T = TypeVar("T")
 
 
@@ -19,8 +21,17 @@ class ControlPlane:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mover-soap")
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` on the control thread; vSphere faults that no adapter
+        mapped come out as ``VSphereError``."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        try:
+            return await loop.run_in_executor(self._executor,
+                                              functools.partial(fn, *args, **kwargs))
+        except Exception as exc:
+            mapped = translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from mover.errors import IntegrityError, RepositoryError
+from mover.errors import IntegrityError
 from mover.repo.atomic import fsync_dir, make_dir, write_temp
+from mover.repo.ioerrors import io_error
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -72,7 +73,7 @@ class LocalChunkStore:
             make_dir(path.parent)
             temp = write_temp(self.tmp_dir, blob, prefix="chunk-")
         except OSError as exc:
-            raise RepositoryError(f"cannot write chunk {path}: {exc}") from exc
+            raise io_error(f"cannot write chunk {path}", exc) from exc
         try:
             # link() fails if the name exists, so of two writers racing on one digest exactly
             # one wins and the other reports a dedup hit; rename() would silently overwrite.
@@ -81,19 +82,19 @@ class LocalChunkStore:
             return False
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS):
-                raise RepositoryError(f"cannot store chunk {path}: {exc}") from exc
+                raise io_error(f"cannot store chunk {path}", exc) from exc
             # Filesystems without hard links: rename. A racing writer may then replace the
             # file with identical bytes, which is harmless; both count it as new.
             try:
                 os.replace(temp, path)
             except OSError as exc2:
-                raise RepositoryError(f"cannot store chunk {path}: {exc2}") from exc2
+                raise io_error(f"cannot store chunk {path}", exc2) from exc2
         finally:
             temp.unlink(missing_ok=True)
         try:
             fsync_dir(path.parent)
         except OSError as exc:
-            raise RepositoryError(f"cannot sync directory {path.parent}: {exc}") from exc
+            raise io_error(f"cannot sync directory {path.parent}", exc) from exc
         return True
 
     def get(self, digest: bytes) -> bytes:
@@ -103,14 +104,14 @@ class LocalChunkStore:
         except FileNotFoundError as exc:
             raise IntegrityError(f"chunk {digest.hex()} is missing ({path})") from exc
         except OSError as exc:
-            raise RepositoryError(f"cannot read chunk {path}: {exc}") from exc
+            raise io_error(f"cannot read chunk {path}", exc) from exc
 
     def delete(self, digest: bytes) -> None:
         path = self.path(digest)
         try:
             path.unlink(missing_ok=True)
         except OSError as exc:
-            raise RepositoryError(f"cannot delete chunk {path}: {exc}") from exc
+            raise io_error(f"cannot delete chunk {path}", exc) from exc
 
     def list(self) -> Iterator[bytes]:
         # Sorted walk: deterministic, and the listing of a prefix stays small (<= 256 names).

@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from mover.errors import RepositoryError
+from mover.repo.ioerrors import io_error
 
 _BODY = struct.Struct("<Q32s")
 _RECORD = struct.Struct("<Q32sI")
@@ -37,7 +37,7 @@ class JournalWriter:
         try:
             self._fd = os.open(path, flags | (os.O_TRUNC if truncate else 0), 0o644)
         except OSError as exc:
-            raise RepositoryError(f"cannot open journal {path}: {exc}") from exc
+            raise io_error(f"cannot open journal {path}", exc) from exc
 
     def append(self, entries: Iterable[tuple[int, bytes | None]]) -> None:
         """One write for all ``entries`` (block, digest or None for a zero block)."""
@@ -49,7 +49,7 @@ class JournalWriter:
             try:
                 os.write(self._fd, out)
             except OSError as exc:
-                raise RepositoryError(f"cannot append to journal {self.path}: {exc}") from exc
+                raise io_error(f"cannot append to journal {self.path}", exc) from exc
 
     def sync(self) -> None:
         os.fsync(self._fd)
@@ -68,7 +68,7 @@ def read_journal(path: Path) -> Iterator[tuple[int, bytes | None]]:
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise RepositoryError(f"cannot read journal {path}: {exc}") from exc
+        raise io_error(f"cannot read journal {path}", exc) from exc
     with f:
         while len(batch := f.read(RECORD_SIZE * 4096)) >= RECORD_SIZE:
             for offset in range(0, len(batch) - RECORD_SIZE + 1, RECORD_SIZE):

@@ -11,7 +11,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from mover.errors import RepositoryError
+from mover.repo.ioerrors import io_error
 
 
 def acquire(path: Path, *, shared: bool = False, wait: bool = True) -> int | None:
@@ -22,7 +22,7 @@ def acquire(path: Path, *, shared: bool = False, wait: bool = True) -> int | Non
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        raise RepositoryError(f"cannot open lock file {path}: {exc}") from exc
+        raise io_error(f"cannot open lock file {path}", exc) from exc
     mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
     try:
         fcntl.flock(fd, mode)
@@ -31,7 +31,7 @@ def acquire(path: Path, *, shared: bool = False, wait: bool = True) -> int | Non
         return None
     except OSError as exc:
         os.close(fd)
-        raise RepositoryError(f"cannot lock {path}: {exc}") from exc
+        raise io_error(f"cannot lock {path}", exc) from exc
     return fd
 
 

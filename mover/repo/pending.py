@@ -14,6 +14,7 @@ from mover.errors import RepositoryError
 from mover.index import FixedIndex
 from mover.repo import locks
 from mover.repo.atomic import fsync_dir, write_atomic
+from mover.repo.ioerrors import io_error
 from mover.repo.journal import JournalWriter, journal_name, read_journal
 from mover.repo.records import BackupRecord
 
@@ -51,7 +52,7 @@ class PendingBackup:
         try:
             write_atomic(path, index.to_bytes(), self._tmp_dir)
         except OSError as exc:
-            raise RepositoryError(f"cannot write index {path}: {exc}") from exc
+            raise io_error(f"cannot write index {path}", exc) from exc
         with self._guard:
             self._written.add(key)
 
@@ -65,7 +66,7 @@ class PendingBackup:
             write_atomic(path, data, self._tmp_dir)
             fsync_dir(self.directory.parent)
         except OSError as exc:
-            raise RepositoryError(f"cannot write checkpoint {path}: {exc}") from exc
+            raise io_error(f"cannot write checkpoint {path}", exc) from exc
 
     def read_checkpoint(self) -> dict[str, Any] | None:
         return read_checkpoint(self.directory)
@@ -102,7 +103,7 @@ class PendingBackup:
             fsync_dir(self.directory.parent)
             fsync_dir(self.directory.parent.parent)
         except OSError as exc:
-            raise RepositoryError(f"cannot commit {path}: {exc}") from exc
+            raise io_error(f"cannot commit {path}", exc) from exc
         for leftover in (CHECKPOINT, *(journal_name(k) for k in self._written)):
             (self.directory / leftover).unlink(missing_ok=True)
         self._finish()

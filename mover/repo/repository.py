@@ -19,6 +19,7 @@ from mover.repo import locks
 from mover.repo.atomic import fsync_dir, make_dir, write_temp
 from mover.repo.chunks import ChunkStore, LocalChunkStore
 from mover.repo.config import RepoConfig
+from mover.repo.ioerrors import io_error
 from mover.repo.pending import RECORD, PendingBackup, index_name, read_checkpoint
 from mover.repo.records import BackupRecord
 from mover.repo.stale import clean_stale
@@ -65,7 +66,7 @@ class Repository:
             for name in LAYOUT:  # an older or damaged layout: the directories are harmless
                 make_dir(path / name)
         except OSError as exc:
-            raise RepositoryError(f"cannot create the layout of {path}: {exc}") from exc
+            raise io_error(f"cannot create the layout of {path}", exc) from exc
         return cls(path, config)
 
     def compressor(self) -> zstandard.ZstdCompressor:
@@ -112,7 +113,7 @@ class Repository:
             raise RepositoryError(f"backup id {backup_id} is already in use") from exc
         except OSError as exc:
             _release(held)
-            raise RepositoryError(f"cannot start backup {backup_id} in {self.path}: {exc}") \
+            raise io_error(f"cannot start backup {backup_id} in {self.path}", exc) \
                 from exc
         return PendingBackup(directory, self.path / "tmp", backup_id, vm_instance_uuid, held)
 
@@ -176,7 +177,7 @@ class Repository:
         except FileNotFoundError as exc:
             raise IntegrityError(f"index {path} of backup {record.id} is missing") from exc
         except OSError as exc:
-            raise RepositoryError(f"cannot read index {path}: {exc}") from exc
+            raise io_error(f"cannot read index {path}", exc) from exc
         except IntegrityError as exc:
             raise IntegrityError(f"index {path} is damaged: {exc}") from exc
         disk = next((d for d in record.disks if d.key == key), None)
@@ -228,7 +229,7 @@ def _create(path: Path, config: RepoConfig) -> RepoConfig:
             temp.unlink(missing_ok=True)
         fsync_dir(path)
     except OSError as exc:
-        raise RepositoryError(f"cannot create repository {path}: {exc}") from exc
+        raise io_error(f"cannot create repository {path}", exc) from exc
     return config
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mover import clock
-from mover.errors import RepositoryError
 from mover.repo import locks
+from mover.repo.ioerrors import io_error
 
 if TYPE_CHECKING:
     from mover.repo.repository import Repository
@@ -32,7 +32,7 @@ def clean_stale(repo: Repository, max_age: float = 3600.0) -> list[Path]:
     try:
         return _clean(repo, clock.now().timestamp() - max_age)
     except OSError as exc:
-        raise RepositoryError(f"cannot clean stale files in {repo.path}: {exc}") from exc
+        raise io_error(f"cannot clean stale files in {repo.path}", exc) from exc
 
 
 def _clean(repo: Repository, cutoff: float) -> list[Path]:

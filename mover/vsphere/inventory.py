@@ -64,6 +64,15 @@ def _all_vm_names(content: Any) -> list[tuple[Any, str]]:
         view.Destroy()
 
 
+def exists(session: Session, vm: Any) -> bool:
+    """Whether ``vm`` is still in the inventory."""
+    try:
+        session.call(lambda: vm.name)
+    except vmodl.fault.ManagedObjectNotFound:
+        return False
+    return True
+
+
 def datacenter_path(session: Session, vm: Any) -> str:
     """The datacenter's inventory path as ``/folder``'s ``dcPath`` wants it (``DC0`` or
     ``Folder/DC0`` for a datacenter inside folders)."""

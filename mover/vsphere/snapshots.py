@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mover import clock
-from mover.errors import VSphereError
 from mover.vsphere import tasks
+from mover.vsphere.faults import ObjectGone
 from mover.vsphere.session import Session
-from mover.vsphere.vmomi import vim
+from mover.vsphere.vmomi import vim, vmodl
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +64,19 @@ def create(session: Session, vm: Any, name: str, purpose: str, quiesce: bool) ->
 
 def remove(session: Session, snapshot: Any, name: str, attempts: int = 6) -> float:
     """Remove a snapshot, consolidating its delta; retries while the VM is busy. Returns
-    the seconds the removal took."""
+    the seconds the removal took. ObjectGone if the snapshot (or its VM) no longer exists."""
 
     def start_and_wait() -> None:
         task = snapshot.RemoveSnapshot_Task(removeChildren=False, consolidate=True)
         tasks.wait(task, f"removing snapshot {name!r}")
 
     started = clock.monotonic()
-    session.call(lambda: tasks.retry_busy(start_and_wait, f"removing snapshot {name!r}",
-                                          attempts=attempts))
+    try:
+        session.call(lambda: tasks.retry_busy(start_and_wait, f"removing snapshot {name!r}",
+                                              attempts=attempts))
+    except vmodl.fault.ManagedObjectNotFound as exc:
+        raise ObjectGone(f"snapshot {name!r} no longer exists (its VM was deleted or "
+                         "unregistered)") from exc
     return clock.monotonic() - started
 
 

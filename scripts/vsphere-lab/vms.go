@@ -184,6 +184,12 @@ func (l *Lab) destroyVM(vm *labVM) error {
 				_ = t.Wait(bg)
 			}
 		}
+		// Destroying a VM destroys its snapshots: a later call on one of them must get
+		// ManagedObjectNotFound, as on ESXi (vcsim would keep them and then panic).
+		var snaps []types.ManagedObjectReference
+		if sv.Snapshot != nil {
+			snaps = snapshotRefs(sv.Snapshot.RootSnapshotList, snaps)
+		}
 		t, err := vmo.Destroy(bg)
 		if err == nil {
 			err = t.Wait(bg)
@@ -191,9 +197,20 @@ func (l *Lab) destroyVM(vm *labVM) error {
 		if err != nil {
 			return err
 		}
+		for _, ref := range snaps {
+			simulator.Map.Remove(ref)
+		}
 	}
 	l.forget(vm)
 	return nil
+}
+
+func snapshotRefs(tree []types.VirtualMachineSnapshotTree, out []types.ManagedObjectReference) []types.ManagedObjectReference {
+	for _, node := range tree {
+		out = append(out, node.Snapshot)
+		out = snapshotRefs(node.ChildSnapshotList, out)
+	}
+	return out
 }
 
 // vmJSON renders what GET /lab/vms/{name} returns.
