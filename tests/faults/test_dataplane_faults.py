@@ -61,10 +61,11 @@ def assert_restores_the_snapshot(lab: Lab, vm: str, result: dict[str, Any],
                      id="503-at-rate-0.3"),
         pytest.param({"kind": "reset", "count": 3, "after_bytes": 65536}, [], 3,
                      id="connection-reset-mid-body"),
-        pytest.param({"kind": "delay", "count": 2, "delay_ms": 2000},
-                     ["--read-timeout", "0.5"], 2, id="slower-than-the-read-timeout"),
-        pytest.param({"kind": "delay", "count": 2, "delay_ms": 2000},
-                     ["--idle-timeout", "0.5"], 2, id="silent-longer-than-the-idle-timeout"),
+        # timeouts: on a loaded machine a healthy read may time out too, hence "at least"
+        pytest.param({"kind": "delay", "count": 2, "delay_ms": 3000},
+                     ["--read-timeout", "1"], -2, id="slower-than-the-read-timeout"),
+        pytest.param({"kind": "delay", "count": 2, "delay_ms": 3000},
+                     ["--idle-timeout", "1"], -2, id="silent-longer-than-the-idle-timeout"),
     ],
 )
 def test_transient_faults_are_retried_and_the_backup_restores_exactly(
@@ -76,6 +77,8 @@ def test_transient_faults_are_retried_and_the_backup_restores_exactly(
     requests = folder_requests(lab, vm)
     if failed_requests is None:  # rate-based: some, but not every read, was retried
         assert READS < requests < 3 * READS
+    elif failed_requests < 0:    # at least that many
+        assert requests >= READS - failed_requests
     else:
         assert requests == READS + failed_requests
     assert_restores_the_snapshot(lab, vm, result, tmp_path)
