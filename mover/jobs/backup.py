@@ -86,6 +86,11 @@ class DiskPlan:
     reads: list[Extent]         # what this run reads (less, when resuming)
     index: FixedIndex
     resumed_blocks: int = 0
+    note: str = ""              # how this run differs from the plan (a resume)
+
+    @property
+    def reason(self) -> str:
+        return f"{self.decision.reason}; {self.note}" if self.note else self.decision.reason
 
 
 class BackupRun:
@@ -166,11 +171,10 @@ class BackupRun:
                  for p in plans}).to_json())
             records = await self._copy_disks(plans, pending)
         except BaseException as exc:
+            gone = isinstance(exc, Exception) and not await self._vm_exists()
             if pending is not None:  # keep what was stored for the next run to resume
-                await asyncio.to_thread(pending.suspend)
-            if isinstance(exc, Exception) and not await self._vm_exists():
-                if pending is not None:
-                    await asyncio.to_thread(pending.abort)  # nothing left to resume
+                await asyncio.to_thread(pending.abort if gone else pending.suspend)
+            if gone:
                 raise ObjectGone(f"VM {self.vm.name!r} disappeared during the backup (deleted "
                                  f"or unregistered); nothing was committed") from exc
             raise
@@ -246,11 +250,9 @@ class BackupRun:
         if again is not None:
             todo = normalize([*todo, *align(await self._query(snapshot, disk, again),
                                             block_size, disk.capacity)])
-        decision = Decision(decision.mode, f"{decision.reason}; resumed backup "
-                            f"{self.backup_id} with {count} blocks already stored",
-                            decision.since, decision.parent)
         reads = plan_reads(todo, block_size, self.settings.pipeline.max_read)
-        return DiskPlan(disk, decision, areas, reads, index, count)
+        return DiskPlan(disk, decision, areas, reads, index, count,
+                        f"resumed backup {self.backup_id} with {count} blocks already stored")
 
     async def _fresh_plan(self, snapshot: Any, disk: DiskInfo,
                           parent: BackupRecord | None) -> DiskPlan:
@@ -348,18 +350,18 @@ class BackupRun:
             journal.close()
         await asyncio.to_thread(pending.write_index, disk.key, index)
         done = DiskResult(
-            key=disk.key, label=disk.label, mode=decision.mode, reason=decision.reason,
+            key=disk.key, label=disk.label, mode=decision.mode, reason=plan.reason,
             capacity=disk.capacity, changed_bytes=total(plan.areas),
             bytes_read=stats.bytes_read, bytes_stored=stats.bytes_stored,
             zero_blocks=stats.zero_blocks, new_chunks=stats.new_chunks,
             dedup_chunks=stats.dedup_chunks, seconds=stats.seconds,
-            resumed_blocks=plan.resumed_blocks)
+            resumed_blocks=plan.resumed_blocks, retries=plane.retries(disk.key))
         self.result.disks.append(done)
         self.reporter.disk_done(disk.key, done)
         return DiskRecord(
             key=disk.key, label=disk.label, uuid=disk.uuid, capacity=disk.capacity,
             file=disk.file, change_id=disk.change_id, mode=decision.mode,
-            reason=decision.reason, block_size=block_size, changed_bytes=done.changed_bytes,
+            reason=plan.reason, block_size=block_size, changed_bytes=done.changed_bytes,
             bytes_read=stats.bytes_read, bytes_stored=stats.bytes_stored, blocks=len(index),
             zero_blocks=index.zero_blocks(), new_chunks=stats.new_chunks,
             dedup_chunks=stats.dedup_chunks, seconds=stats.seconds)

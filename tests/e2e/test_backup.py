@@ -131,30 +131,6 @@ def test_identical_data_in_two_vms_is_stored_once(lab: Lab, unique_name: Callabl
     assert disk_result(second, THIN)["bytes_stored"] == 0
 
 
-@pytest.mark.parametrize("change", ["cbt-reset", "capacity"], ids=["cbt-reset", "capacity-grown"])
-def test_after_cbt_reset_or_resize_the_next_backup_is_a_full_that_says_why(
-        lab: Lab, unique_name: Callable[[str], str], tmp_path: Path, change: str) -> None:
-    vm, repo = unique_name("vm"), tmp_path / "repo"
-    lab.create_vm(vm, [{"capacity": 64 * MiB, "type": "thin"}])
-    lab.write(vm, THIN, 0, b"a" * MiB)
-    backup(lab, vm, repo)
-    lab.write(vm, THIN, 4 * MiB, b"b" * MiB)
-    if change == "cbt-reset":
-        lab.reset_cbt(vm, THIN)
-        why = "reset"
-    else:
-        lab.resize(vm, THIN, 128 * MiB)
-        why = "capacity changed"
-    result = backup(lab, vm, repo)
-    disk = disk_result(result, THIN)
-    assert disk["mode"] == "full"
-    assert why in disk["reason"]
-    out = tmp_path / "out.img"
-    assert mover("restore", "--repo", repo, "--backup", result["backup_id"], "--disk",
-                 str(THIN), "--output", out).code == 0
-    assert out.read_bytes() == lab.read_live(vm, THIN, 0, disk["capacity"])
-
-
 def test_a_vm_with_cbt_already_on_needs_no_stun_cycle(lab: Lab,
                                                       unique_name: Callable[[str], str],
                                                       tmp_path: Path) -> None:

@@ -34,37 +34,6 @@ def committed(repo: Path) -> list[str]:
     return [b["id"] for b in run.result["backups"]]
 
 
-@pytest.mark.parametrize(
-    ("fault", "exit_code", "kind"),
-    [
-        pytest.param({"target": "folder", "kind": "status500", "rate": 1.0}, 8,
-                     "TransportError", id="folder-500-persistent"),
-        pytest.param({"target": "folder", "kind": "reset", "rate": 1.0, "after_bytes": 4096}, 8,
-                     "TransportError", id="folder-reset-mid-body-persistent"),
-        pytest.param({"target": "soap", "kind": "snapshotCreateFail", "count": 1,
-                      "match": "CreateSnapshot_Task"}, 6,
-                     "VSphereError", id="snapshot-create-fails"),
-    ],
-)
-def test_a_failed_backup_leaves_no_snapshot_and_no_backup(lab: Lab, vm: str, tmp_path: Path,
-                                                          fault: dict, exit_code: int,
-                                                          kind: str) -> None:
-    repo = tmp_path / "repo"
-    first = backup(lab, vm, repo)
-    lab.write(vm, 2000, 40 * MiB, b"z" * MiB)
-    lab.inject(**fault)
-    run = mover(*backup_args(lab, vm, repo, "--read-attempts", "2"), lab=lab)
-    assert run.code == exit_code, run.stderr
-    assert run.result["status"] == "failed"
-    assert run.result["error"]["kind"] == kind
-    assert "mover: error:" in run.stderr
-    assert mover_snapshots(lab, vm) == []
-    assert committed(repo) == [first["backup_id"]]
-    assert mover("verify", "--repo", repo, "--read-data").code == 0
-    lab.clear_faults()
-    assert backup(lab, vm, repo)["disks"][0]["mode"] == "incremental"
-
-
 def test_sigkill_at_random_points_never_leaves_a_trusted_partial_backup(
         lab: Lab, vm: str, tmp_path: Path) -> None:
     repo, rng = tmp_path / "repo", random.Random(11)

@@ -46,7 +46,8 @@ def committed(repo: Path) -> list[str]:
     return [b["id"] for b in run.result["backups"]]
 
 
-def test_a_full_file_system_ends_the_job_cleanly(lab: Lab, vm: str, small_fs: Path) -> None:
+def test_a_full_file_system_ends_the_job_cleanly(lab: Lab, vm: str, small_fs: Path,
+                                                 matrix: Callable[[str, str], None]) -> None:
     repo = small_fs / "repo"
     first = backup(lab, vm, repo)
     lab.write(vm, 2000, 8 * MiB, random.Random(8).randbytes(12 * MiB))  # more than fits
@@ -57,10 +58,11 @@ def test_a_full_file_system_ends_the_job_cleanly(lab: Lab, vm: str, small_fs: Pa
     assert mover_snapshots(lab, vm) == []
     assert committed(repo) == [first["backup_id"]]
     assert mover("verify", "--repo", repo, "--read-data").code == 0
+    matrix("ENOSPC on the repository (6 MiB tmpfs)", "exit 9 naming the fix; repo verifies")
 
 
-def test_a_read_only_file_system_ends_the_job_cleanly(lab: Lab, vm: str,
-                                                      small_fs: Path) -> None:
+def test_a_read_only_file_system_ends_the_job_cleanly(lab: Lab, vm: str, small_fs: Path,
+                                                      matrix: Callable[[str, str], None]) -> None:
     repo = small_fs / "repo"
     first = backup(lab, vm, repo)
     lab.write(vm, 2000, 8 * MiB, b"new" * MiB)
@@ -72,3 +74,4 @@ def test_a_read_only_file_system_ends_the_job_cleanly(lab: Lab, vm: str,
     assert committed(repo) == [first["backup_id"]]
     assert mover("verify", "--repo", repo, "--read-data").code == 0
     assert json.loads(run.stdout.strip().splitlines()[-1])["status"] == "failed"
+    matrix("EROFS on the repository", "exit 9 naming the fix; repo verifies")
