@@ -108,3 +108,17 @@ def test_vm_deleted_mid_run(lab: Lab, vm: str, tmp_path: Path, matrix: Matrix) -
     assert list(repo.glob("backups/*/*")) == []          # nothing left to resume either
     assert mover("verify", "--repo", repo, "--read-data").code == 0
     matrix("VM deleted mid-run", "exit 6 ObjectGone naming the VM; nothing kept")
+
+
+@pytest.mark.parametrize("method", ["CreateSnapshot_Task", "RemoveSnapshot_Task"])
+def test_a_busy_vm_is_retried(lab: Lab, vm: str, tmp_path: Path, method: str,
+                              matrix: Matrix) -> None:
+    repo = tmp_path / "repo"
+    lab.inject("soap", "taskInProgress", count=2, match=method)
+    result = backup(lab, vm, repo)
+    assert [f["fired"] for f in lab.faults()] == [2]
+    assert result["snapshot"]["removed"] is True
+    frozen = snapshot_digests(lab, vm, result["snapshot"])
+    assert restore_sha256(repo, result["backup_id"], KEY, tmp_path / "o.img") == frozen[KEY]
+    proved_clean(lab, vm, repo)
+    matrix(f"TaskInProgress twice on {method}", "retried with backoff; completed; identical")
