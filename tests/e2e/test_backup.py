@@ -6,6 +6,7 @@ bytes read are compared with the lab's /folder counters.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -140,3 +141,34 @@ def test_a_vm_with_cbt_already_on_needs_no_stun_cycle(lab: Lab,
     assert "cbt_enable_seconds" not in result["snapshot"]
     history = lab.snapshot_history(vm)
     assert [s["name"] for s in history] == [result["snapshot"]["name"]]
+
+
+def test_backups_of_several_vms_write_one_repository_at_once(
+        lab: Lab, unique_name: Callable[[str], str], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from .runner import backup_args, env
+
+    repo, shared = tmp_path / "repo", random.Random(9).randbytes(4 * MiB)
+    vms = [unique_name("par") for _ in range(3)]
+    for i, vm in enumerate(vms):
+        lab.create_vm(vm, [{"capacity": 64 * MiB, "type": "thin"}])
+        lab.write(vm, THIN, 0, shared)                       # the same in every VM
+        lab.write(vm, THIN, 32 * MiB, random.Random(i).randbytes(4 * MiB))
+    procs = [subprocess.Popen([sys.executable, "-m", "mover.cli",
+                               *map(str, backup_args(lab, vm, repo))], env=env(lab),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for vm in vms]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert {r["vm"] for r in results} == set(vms)
+    # 4 shared blocks stored once, 4 own blocks per VM
+    assert sum(disk_result(r, THIN)["new_chunks"] for r in results) == 4 + 3 * 4
+    for vm, result in zip(vms, results, strict=True):
+        got = restore_sha256(repo, result["backup_id"], THIN, tmp_path / "o.img")
+        assert got == lab.live_sha256(vm, THIN)
+    assert mover("verify", "--repo", repo, "--read-data").code == 0
