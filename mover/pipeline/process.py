@@ -17,11 +17,15 @@ from mover import chunk
 
 class ChunkSink(Protocol):
     """Where chunks go. Contract: thread-safe; ``put`` is atomic and idempotent (returns
-    False when the chunk was already stored) and durable by the time the backup commits."""
+    False when the chunk was already stored); ``sync`` makes every chunk put or seen by
+    ``has`` before it started durable. Nothing may name a chunk durably (journal, index,
+    backup record) before a ``sync`` covering it has returned."""
 
     def has(self, digest: bytes) -> bool: ...
 
     def put(self, digest: bytes, blob: bytes) -> bool: ...
+
+    def sync(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +51,11 @@ class BlockProcessor:
             self._local.compressor = compressor
         return compressor
 
-    def __call__(self, offset: int, data: bytearray) -> list[BlockResult]:
+    def sync(self) -> None:
+        """Make the chunks stored so far durable (blocking I/O: run it in a thread)."""
+        self._sink.sync()
+
+    def __call__(self, offset: int, data: bytearray | memoryview) -> list[BlockResult]:
         view = memoryview(data)
         first = offset // self._block_size
         results = []

@@ -40,3 +40,6 @@ class MemoryChunkStore:
     def list(self) -> Iterator[bytes]:
         with self._lock:
             return iter(list(self._chunks))
+
+    def sync(self) -> None:
+        """Nothing to make durable in memory."""
