@@ -344,8 +344,9 @@ class BackupRun:
             stats = await copy_disk(
                 plane.transport(disk, self.vm.datacenter), plan.reads, index, plane.processor,
                 plane.executor, self.settings.pipeline,
-                lambda n: self.reporter.disk_progress(disk.key, n),
-                lambda results: journal.append((r.block, r.digest) for r in results))
+                progress=lambda n: self.reporter.disk_progress(disk.key, n),
+                recorder=lambda rs: journal.append(((r.block, r.digest) for r in rs), True),
+                stored=lambda rs: journal.append(((r.block, r.digest) for r in rs), False))
         finally:
             journal.close()
         await asyncio.to_thread(pending.write_index, disk.key, index)

@@ -20,7 +20,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import zstandard
+
+from mover import chunk
 from mover.changeid import incremental_base
+from mover.errors import MoverError
 from mover.extents import block_count
 from mover.index import FixedIndex
 from mover.jobs.modes import Decision
@@ -99,17 +103,34 @@ def resume_since(saved: DiskCheckpoint, disk: DiskInfo, same_snapshot: bool) -> 
     return saved.change_id, None
 
 
+_SYNCED, _UNSYNCED = 1, 2
+
+
 def apply_journal(pending: PendingBackup, key: int, index: FixedIndex,
                   chunks: ChunkStore) -> tuple[bytearray, int]:
     """Put the journaled blocks of disk ``key`` into ``index``. Returns the done-map (one
-    byte per block) and how many blocks it marks. A journaled chunk that is missing (the
-    machine lost power before it was synced) is simply read again."""
-    done = bytearray(block_count(index.capacity, index.block_size))
-    count = 0
-    for block, digest in pending.journaled(key):
-        if block >= len(done) or (digest is not None and not chunks.has(digest)):
-            continue
-        index.set(block, digest)
-        count += not done[block]
-        done[block] = 1
-    return done, count
+    byte per block, non-zero = done) and how many blocks it marks.
+
+    A block whose latest record is synced is trusted (its chunk was durable before the
+    record was written). One whose latest record is not yet synced (stored within the last
+    sync interval before the run stopped) is trusted only if its chunk decodes to its
+    digest: after a power loss it may be missing or torn, and is then simply read again."""
+    state = bytearray(block_count(index.capacity, index.block_size))
+    for block, digest, synced in pending.journaled(key):
+        if block < len(state):
+            index.set(block, digest)
+            state[block] = _SYNCED if synced else _UNSYNCED
+    decompressor = zstandard.ZstdDecompressor()
+    for block in (b for b, s in enumerate(state) if s == _UNSYNCED):
+        digest = index.get(block)
+        if digest is not None and not _intact(chunks, digest, decompressor):
+            state[block] = 0
+    return state, sum(1 for s in state if s)
+
+
+def _intact(chunks: ChunkStore, digest: bytes, decompressor: zstandard.ZstdDecompressor) -> bool:
+    try:
+        chunk.decode(chunks.get(digest), digest, decompressor)
+    except MoverError:
+        return False
+    return True

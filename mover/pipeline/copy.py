@@ -65,13 +65,15 @@ take; a crash costs at most this much re-reading on resume."""
 async def copy_disk(transport: Transport, reads: Iterable[Extent], index: FixedIndex,
                     processor: BlockProcessor, executor: Executor, settings: PipelineSettings,
                     progress: Progress | None = None,
-                    recorder: Recorder | None = None) -> CopyStats:
+                    recorder: Recorder | None = None,
+                    stored: Recorder | None = None) -> CopyStats:
     """Read every extent of ``reads`` and record each block's digest in ``index``.
 
     When this returns, every chunk the index now names is durable in the sink (it was
-    synced). ``recorder`` is called, in order, with blocks whose chunks are durable. On an
-    error the first failure is raised (other stages are cancelled) and the index must not
-    be committed."""
+    synced). ``stored`` is called with the blocks of each read as soon as their chunks are
+    stored (they survive the death of the process, not yet a power loss); ``recorder`` is
+    called, in order, with blocks whose chunks are durable. On an error the first failure
+    is raised (other stages are cancelled) and the index must not be committed."""
     loop = asyncio.get_running_loop()
     stats = CopyStats()
     pending = iter(reads)
@@ -123,6 +125,8 @@ async def copy_disk(transport: Transport, reads: Iterable[Extent], index: FixedI
                     stats.bytes_stored += result.stored
                 else:
                     stats.dedup_chunks += 1
+            if stored is not None:
+                stored(results)
             batch.extend(results)
             batch_bytes += length
             if batch_bytes >= SYNC_EVERY and not syncing.locked():

@@ -1,11 +1,13 @@
 """The block journal of a pending backup: which blocks of a disk are already stored.
 
-``disk-<key>.journal`` is append-only. Each record is 44 bytes, little-endian: the block
-number (u64), its digest (32 bytes; all zeros for an all-zero block) and a CRC-32 of those
-40 bytes. A record is appended only after the chunk it names was stored, so every record
-names a chunk that exists. A crash can leave a torn last record; readers stop at the first
-record that is short or fails its CRC. Records appended with ``os.write`` survive the death
-of the process (they are in the page cache); ``sync`` makes them survive a power loss.
+``disk-<key>.journal`` is append-only. Each record is 44 bytes, little-endian: a u64 whose
+low 63 bits are the block number and whose top bit is set while the block's chunk is *not
+yet synced*, its digest (32 bytes; all zeros for an all-zero block), and a CRC-32 of those 40
+bytes. A block gets a record as soon as its chunk is stored (that record survives the death
+of the process: it is in the page cache) and a second, synced one once a sync of the chunk
+store made the chunk durable (that record survives a power loss too). A later record for a
+block supersedes an earlier one. Readers stop at the first record that is short or fails its
+CRC (a torn write); a writer reopening the journal first cuts such a tail off.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ _BODY = struct.Struct("<Q32s")
 _RECORD = struct.Struct("<Q32sI")
 RECORD_SIZE = _RECORD.size
 ZERO = bytes(32)
+_UNSYNCED = 1 << 63
 
 
 def journal_name(key: int) -> str:
@@ -36,14 +39,17 @@ class JournalWriter:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
         try:
             self._fd = os.open(path, flags | (os.O_TRUNC if truncate else 0), 0o644)
+            if not truncate:  # appending behind a torn record would hide every later one
+                os.ftruncate(self._fd, _intact_length(path))
         except OSError as exc:
             raise io_error(f"cannot open journal {path}", exc) from exc
 
-    def append(self, entries: Iterable[tuple[int, bytes | None]]) -> None:
+    def append(self, entries: Iterable[tuple[int, bytes | None]], synced: bool) -> None:
         """One write for all ``entries`` (block, digest or None for a zero block)."""
+        flag = 0 if synced else _UNSYNCED
         out = bytearray()
         for block, digest in entries:
-            body = _BODY.pack(block, digest or ZERO)
+            body = _BODY.pack(block | flag, digest or ZERO)
             out += body + struct.pack("<I", zlib.crc32(body))
         if out:
             try:
@@ -51,30 +57,43 @@ class JournalWriter:
             except OSError as exc:
                 raise io_error(f"cannot append to journal {self.path}", exc) from exc
 
-    def sync(self) -> None:
-        os.fsync(self._fd)
-
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
 
-def read_journal(path: Path) -> Iterator[tuple[int, bytes | None]]:
-    """Every intact record in order (a later record for a block supersedes an earlier one):
-    (block, digest or None for a zero block). Streams: memory does not grow with the disk."""
+def read_journal(path: Path) -> Iterator[tuple[int, bytes | None, bool]]:
+    """Every intact record in order: (block, digest or None for a zero block, synced).
+    Streams: memory does not grow with the disk."""
+    for _offset, record in _records(path):
+        block, digest, _ = _RECORD.unpack(record)
+        yield block & ~_UNSYNCED, None if digest == ZERO else digest, not block & _UNSYNCED
+
+
+def _records(path: Path) -> Iterator[tuple[int, bytes]]:
     try:
         f = path.open("rb")
     except FileNotFoundError:
         return
     except OSError as exc:
         raise io_error(f"cannot read journal {path}", exc) from exc
+    offset = 0
     with f:
         while len(batch := f.read(RECORD_SIZE * 4096)) >= RECORD_SIZE:
-            for offset in range(0, len(batch) - RECORD_SIZE + 1, RECORD_SIZE):
-                block, digest, crc = _RECORD.unpack_from(batch, offset)
-                if zlib.crc32(batch[offset : offset + _BODY.size]) != crc:
+            for start in range(0, len(batch) - RECORD_SIZE + 1, RECORD_SIZE):
+                record = batch[start : start + RECORD_SIZE]
+                (crc,) = struct.unpack_from("<I", record, _BODY.size)
+                if zlib.crc32(record[: _BODY.size]) != crc:
                     return  # a torn write: nothing after it can be trusted
-                yield block, None if digest == ZERO else digest
+                yield offset, record
+                offset += RECORD_SIZE
             if len(batch) % RECORD_SIZE:
                 return  # a torn last record
+
+
+def _intact_length(path: Path) -> int:
+    end = 0
+    for offset, _ in _records(path):
+        end = offset + RECORD_SIZE
+    return end

@@ -76,7 +76,7 @@ class PendingBackup:
         self._check_open()
         return JournalWriter(self.directory / journal_name(key), truncate)
 
-    def journaled(self, key: int) -> Iterator[tuple[int, bytes | None]]:
+    def journaled(self, key: int) -> Iterator[tuple[int, bytes | None, bool]]:
         """The journal of disk ``key`` as written by an earlier run (see ``read_journal``)."""
         return read_journal(self.directory / journal_name(key))
 

@@ -78,3 +78,18 @@ def snapshot_digests(lab: Lab, vm: str, snapshot: dict[str, Any] | str) -> dict[
 
 def mover_snapshots(lab: Lab, vm: str) -> list[str]:
     return [s["name"] for s in lab.snapshots(vm) if s["name"].startswith("mover-")]
+
+
+def committed(repo: Path) -> list[str]:
+    """IDs of the committed backups, as ``mover list`` shows them ([] before a repository)."""
+    if not (repo / "config.json").exists():
+        return []
+    run = mover("list", "--repo", repo, "--json")
+    assert run.code == 0, run.stderr
+    return [b["id"] for b in run.result["backups"]]
+
+
+def proved_clean(lab: Lab, vm: str, repo: Path) -> None:
+    """What every fault must leave: no mover snapshot, a repository that verifies."""
+    assert mover_snapshots(lab, vm) == []
+    assert mover("verify", "--repo", repo, "--read-data").code == 0

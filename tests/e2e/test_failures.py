@@ -15,7 +15,7 @@ import pytest
 
 from mover_lab import Lab
 
-from .runner import backup, backup_args, env, mover, mover_snapshots, restore_sha256
+from .runner import backup, backup_args, committed, env, mover, mover_snapshots, restore_sha256
 
 MiB = 1 << 20
 
@@ -28,11 +28,6 @@ def vm(lab: Lab, unique_name: Callable[[str], str]) -> str:
     return name
 
 
-def committed(repo: Path) -> list[str]:
-    run = mover("list", "--repo", repo, "--json")
-    assert run.code == 0, run.stderr
-    return [b["id"] for b in run.result["backups"]]
-
 
 def test_sigkill_at_random_points_never_leaves_a_trusted_partial_backup(
         lab: Lab, vm: str, tmp_path: Path) -> None:
@@ -41,7 +36,7 @@ def test_sigkill_at_random_points_never_leaves_a_trusted_partial_backup(
     lab.inject("folder", "delay", rate=1.0, delay_ms=200)
     interrupted = 0
     for attempt in range(4):
-        before = committed(repo) if (repo / "config.json").exists() else []
+        before = committed(repo)
         proc = subprocess.Popen([sys.executable, "-m", "mover.cli",
                                  *map(str, backup_args(lab, vm, repo, "--full", "--fetchers",
                                                        "1"))],
@@ -49,7 +44,7 @@ def test_sigkill_at_random_points_never_leaves_a_trusted_partial_backup(
         time.sleep(rng.uniform(0.2, 1.8))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        after = committed(repo) if (repo / "config.json").exists() else []
+        after = committed(repo)
         # either the kill came after the commit (a whole backup) or nothing was committed
         assert after == before or (after[:-1] == before and len(after) == len(before) + 1), \
             f"attempt {attempt}: {before} -> {after}"

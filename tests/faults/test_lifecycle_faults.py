@@ -16,9 +16,10 @@ import pytest
 from e2e.runner import (
     backup,
     backup_args,
+    committed,
     env,
     mover,
-    mover_snapshots,
+    proved_clean,
     restore_sha256,
     snapshot_digests,
 )
@@ -39,15 +40,6 @@ def vm(lab: Lab, unique_name: Callable[[str], str]) -> str:
     return name
 
 
-def committed(repo: Path) -> list[str]:
-    run = mover("list", "--repo", repo, "--json")
-    assert run.code == 0, run.stderr
-    return [b["id"] for b in run.result["backups"]]
-
-
-def proved_clean(lab: Lab, vm: str, repo: Path) -> None:
-    assert mover_snapshots(lab, vm) == []
-    assert mover("verify", "--repo", repo, "--read-data").code == 0
 
 
 def test_snapshot_creation_fails(lab: Lab, vm: str, tmp_path: Path, matrix: Matrix) -> None:

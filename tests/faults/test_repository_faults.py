@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from e2e.runner import backup, backup_args, mover, mover_snapshots
+from e2e.runner import backup, backup_args, committed, mover, mover_snapshots
 
 from mover_lab import Lab
 
@@ -39,11 +39,6 @@ def vm(lab: Lab, unique_name: Callable[[str], str]) -> str:
     lab.write(name, 2000, 0, random.Random(4).randbytes(2 * MiB))
     return name
 
-
-def committed(repo: Path) -> list[str]:
-    run = mover("list", "--repo", repo, "--json")
-    assert run.code == 0, run.stderr
-    return [b["id"] for b in run.result["backups"]]
 
 
 def test_a_full_file_system_ends_the_job_cleanly(lab: Lab, vm: str, small_fs: Path,
