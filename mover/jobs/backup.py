@@ -17,14 +17,13 @@ from typing import Any
 from mover import clock
 from mover.aio import first_error
 from mover.errors import MoverError, RepositoryError, UnsupportedVMError
-from mover.extents import Extent, align, normalize, plan_reads, total, without_blocks
-from mover.index import FixedIndex
+from mover.extents import total
 from mover.jobs.control import ControlPlane
 from mover.jobs.dataplane import DataPlane
 from mover.jobs.keepalive import SessionCookie
-from mover.jobs.modes import Decision, decide
+from mover.jobs.planning import DiskPlan, Planner
 from mover.jobs.reporting import BackupResult, DiskResult, Reporter
-from mover.jobs.resume import Checkpoint, apply_journal, disk_checkpoint, resume_since
+from mover.jobs.resume import Checkpoint, disk_checkpoint
 from mover.jobs.settings import BackupSettings
 from mover.pipeline.copy import copy_disk
 from mover.repo import BackupRecord, DiskRecord, Repository
@@ -74,23 +73,6 @@ def _facts(session: Session, spec: str) -> VMFacts:
         raise UnsupportedVMError(f"VM {spec!r} has no configuration (is it being created?)")
     return VMFacts(ref, ref.name, ref._moId, config.instanceUuid,
                    session.call(lambda: inventory.datacenter_path(session, ref)))
-
-
-@dataclass(slots=True)
-class DiskPlan:
-    """What one disk's copy will do, decided before any data moves."""
-
-    disk: DiskInfo
-    decision: Decision
-    areas: list[Extent]         # what CBT reported for the whole backup
-    reads: list[Extent]         # what this run reads (less, when resuming)
-    index: FixedIndex
-    resumed_blocks: int = 0
-    note: str = ""              # how this run differs from the plan (a resume)
-
-    @property
-    def reason(self) -> str:
-        return f"{self.decision.reason}; {self.note}" if self.note else self.decision.reason
 
 
 class BackupRun:
@@ -162,8 +144,10 @@ class BackupRun:
             parent = await asyncio.to_thread(self.repo.latest, self.vm.instance_uuid)
             self.result.parent = parent.id if parent else None
             pending = await self._begin()
-            plans = [await self._plan(snapshot, same_snapshot, disk, parent, pending)
-                     for disk in disks]
+            planner = Planner(self.repo, self.control, self.session, self.vm.ref, snapshot,
+                              self.settings.full, self.settings.pipeline.max_read,
+                              self.reporter.note, self.resuming, same_snapshot)
+            plans = [await planner.plan(disk, parent, pending) for disk in disks]
             await asyncio.to_thread(pending.write_checkpoint, Checkpoint(
                 self.backup_id, self.created, self.snapshot_name, snapshot._moId,
                 self.result.parent,
@@ -225,52 +209,6 @@ class BackupRun:
                 self.result.resumed_from = None
                 self.backup_id = self.repo.new_backup_id()
         return await asyncio.to_thread(self.repo.begin, self.vm.instance_uuid, self.backup_id)
-
-    async def _plan(self, snapshot: Any, same_snapshot: bool, disk: DiskInfo,
-                    parent: BackupRecord | None, pending: PendingBackup) -> DiskPlan:
-        block_size = self.repo.config.block_size
-        saved = self.resuming.disks.get(disk.key) if self.resuming else None
-        why_not = saved.matches(disk, block_size) if saved else None
-        again: str | None = None
-        if saved is not None and why_not is None:
-            again, why_not = resume_since(saved, disk, same_snapshot)
-        if saved is None or why_not is not None:
-            if saved is not None:
-                self.reporter.note(f"disk {disk.key} starts clean: {why_not}")
-            pending.journal(disk.key, truncate=True).close()
-            return await self._fresh_plan(snapshot, disk, parent)
-        decision = Decision(saved.mode, saved.reason, saved.since,
-                            parent.disk(disk.key) if parent and saved.mode != "full" else None)
-        areas = await self._query(snapshot, disk, decision.since)
-        index = await self._base_index(disk, decision, parent)
-        done, count = await asyncio.to_thread(apply_journal, pending, disk.key, index,
-                                              self.repo.chunks)
-        todo = without_blocks(align(areas, block_size, disk.capacity), done, block_size,
-                              disk.capacity)
-        if again is not None:
-            todo = normalize([*todo, *align(await self._query(snapshot, disk, again),
-                                            block_size, disk.capacity)])
-        reads = plan_reads(todo, block_size, self.settings.pipeline.max_read)
-        return DiskPlan(disk, decision, areas, reads, index, count,
-                        f"resumed backup {self.backup_id} with {count} blocks already stored")
-
-    async def _fresh_plan(self, snapshot: Any, disk: DiskInfo,
-                          parent: BackupRecord | None) -> DiskPlan:
-        block_size = self.repo.config.block_size
-        decision = decide(disk, parent, self.settings.full, block_size)
-        areas, decision = await self._areas(snapshot, disk, decision)
-        index = await self._base_index(disk, decision, parent)
-        reads = plan_reads(align(areas, block_size, disk.capacity), block_size,
-                           self.settings.pipeline.max_read)
-        return DiskPlan(disk, decision, areas, reads, index)
-
-    async def _base_index(self, disk: DiskInfo, decision: Decision,
-                          parent: BackupRecord | None) -> FixedIndex:
-        """An incremental starts from its parent's index (synthetic full), a full from
-        all-zero blocks."""
-        if decision.mode == "incremental" and parent is not None:
-            return await asyncio.to_thread(self.repo.read_index, parent, disk.key)
-        return FixedIndex(disk.capacity, self.repo.config.block_size)
 
     def _usable(self, disk: DiskInfo) -> bool:
         """Independent disks are not in snapshots; a delta backing cannot be read raw."""
@@ -366,24 +304,3 @@ class BackupRun:
             bytes_read=stats.bytes_read, bytes_stored=stats.bytes_stored, blocks=len(index),
             zero_blocks=index.zero_blocks(), new_chunks=stats.new_chunks,
             dedup_chunks=stats.dedup_chunks, seconds=stats.seconds)
-
-    async def _areas(self, snapshot: Any, disk: DiskInfo,
-                     decision: Decision) -> tuple[list[Extent], Decision]:
-        """The areas to read; an incremental whose change ID the host rejects becomes a
-        full."""
-        try:
-            return await self._query(snapshot, disk, decision.since), decision
-        except cbt.ChangeIdRejected as exc:
-            if decision.mode != "incremental":
-                raise
-            log.warning("%s", exc)
-            full = Decision("full", f"the host rejected the previous change ID ({exc})", "*",
-                            None)
-            return await self._query(snapshot, disk, "*"), full
-
-    async def _query(self, snapshot: Any, disk: DiskInfo, since: str | None) -> list[Extent]:
-        """Changed areas since ``since``; None (no CBT on the disk) means the whole disk."""
-        if since is None:
-            return [Extent(0, disk.capacity)]
-        return await self.control.run(cbt.changed_areas, self.session, self.vm.ref, snapshot,
-                                      disk.key, disk.capacity, since)

@@ -1,0 +1,123 @@
+"""Planning one disk of a backup before any data moves: full or incremental, the changed
+areas, the reads (fewer when resuming), and the index the copy starts from."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mover.extents import Extent, align, normalize, plan_reads, without_blocks
+from mover.index import FixedIndex
+from mover.jobs.control import ControlPlane
+from mover.jobs.modes import Decision, decide
+from mover.jobs.resume import Checkpoint, apply_journal, resume_since
+from mover.repo import BackupRecord, Repository
+from mover.repo.pending import PendingBackup
+from mover.vsphere import cbt
+from mover.vsphere.disks import DiskInfo
+from mover.vsphere.session import Session
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class DiskPlan:
+    """What one disk's copy will do."""
+
+    disk: DiskInfo
+    decision: Decision
+    areas: list[Extent]         # what CBT reported for the whole backup
+    reads: list[Extent]         # what this run reads (less, when resuming)
+    index: FixedIndex
+    resumed_blocks: int = 0
+    note: str = ""              # how this run differs from the plan (a resume)
+
+    @property
+    def reason(self) -> str:
+        return f"{self.decision.reason}; {self.note}" if self.note else self.decision.reason
+
+
+@dataclass(frozen=True, slots=True)
+class Planner:
+    """Plans the disks of one backup snapshot. ``resuming`` is the checkpoint of the
+    interrupted backup this run completes (None for a fresh one); ``same_snapshot`` says
+    whether the snapshot is that backup's own."""
+
+    repo: Repository
+    control: ControlPlane
+    session: Session
+    vm: Any
+    snapshot: Any
+    force_full: bool
+    max_read: int
+    note: Callable[[str], None]
+    resuming: Checkpoint | None = None
+    same_snapshot: bool = False
+
+    async def plan(self, disk: DiskInfo, parent: BackupRecord | None,
+                   pending: PendingBackup) -> DiskPlan:
+        block_size = self.repo.config.block_size
+        saved = self.resuming.disks.get(disk.key) if self.resuming else None
+        why_not = saved.matches(disk, block_size) if saved else None
+        again: str | None = None
+        if saved is not None and why_not is None:
+            again, why_not = resume_since(saved, disk, self.same_snapshot)
+        if saved is None or why_not is not None:
+            if saved is not None:
+                self.note(f"disk {disk.key} starts clean: {why_not}")
+            pending.journal(disk.key, truncate=True).close()
+            return await self._fresh(disk, parent)
+        assert self.resuming is not None
+        decision = Decision(saved.mode, saved.reason, saved.since,
+                            parent.disk(disk.key) if parent and saved.mode != "full" else None)
+        areas = await self._query(disk, decision.since)
+        index = await self._base_index(disk, decision, parent)
+        done, count = await asyncio.to_thread(apply_journal, pending, disk.key, index,
+                                              self.repo.chunks)
+        todo = without_blocks(align(areas, block_size, disk.capacity), done, block_size,
+                              disk.capacity)
+        if again is not None:  # blocks changed since the interrupted snapshot: read again
+            todo = normalize([*todo, *align(await self._query(disk, again), block_size,
+                                            disk.capacity)])
+        return DiskPlan(disk, decision, areas, plan_reads(todo, block_size, self.max_read),
+                        index, count, f"resumed backup {self.resuming.backup_id} with {count} "
+                        "blocks already stored")
+
+    async def _fresh(self, disk: DiskInfo, parent: BackupRecord | None) -> DiskPlan:
+        block_size = self.repo.config.block_size
+        decision = decide(disk, parent, self.force_full, block_size)
+        areas, decision = await self._areas(disk, decision)
+        index = await self._base_index(disk, decision, parent)
+        reads = plan_reads(align(areas, block_size, disk.capacity), block_size, self.max_read)
+        return DiskPlan(disk, decision, areas, reads, index)
+
+    async def _base_index(self, disk: DiskInfo, decision: Decision,
+                          parent: BackupRecord | None) -> FixedIndex:
+        """An incremental starts from its parent's index (synthetic full), a full from
+        all-zero blocks."""
+        if decision.mode == "incremental" and parent is not None:
+            return await asyncio.to_thread(self.repo.read_index, parent, disk.key)
+        return FixedIndex(disk.capacity, self.repo.config.block_size)
+
+    async def _areas(self, disk: DiskInfo, decision: Decision) -> tuple[list[Extent], Decision]:
+        """The areas to read; an incremental whose change ID the host rejects becomes a
+        full."""
+        try:
+            return await self._query(disk, decision.since), decision
+        except cbt.ChangeIdRejected as exc:
+            if decision.mode != "incremental":
+                raise
+            log.warning("%s", exc)
+            full = Decision("full", f"the host rejected the previous change ID ({exc})", "*",
+                            None)
+            return await self._query(disk, "*"), full
+
+    async def _query(self, disk: DiskInfo, since: str | None) -> list[Extent]:
+        """Changed areas since ``since``; None (no CBT on the disk) means the whole disk."""
+        if since is None:
+            return [Extent(0, disk.capacity)]
+        return await self.control.run(cbt.changed_areas, self.session, self.vm, self.snapshot,
+                                      disk.key, disk.capacity, since)
