@@ -44,9 +44,9 @@ class BarReporter:
 
     def disk_done(self, key: int, result: DiskResult) -> None:
         self._clear()
-        print(f"  {result.label}: {result.mode}, read {human_bytes(result.bytes_read)}, "
-              f"stored {human_bytes(result.bytes_stored)} in {result.seconds:.1f} s "
-              f"({result.reason})", file=self._out, flush=True)
+        rate = human_bytes(result.bytes_read / max(result.seconds, 1e-6))
+        print(f"  {result.label} done in {result.seconds:.1f} s ({rate}/s)", file=self._out,
+              flush=True)
         del self._disks[key]
         self._draw(force=True)
 
