@@ -135,7 +135,8 @@ def _rate(blocks: list[bytes], threads: int, work: Any) -> float:
     return sum(len(b) for b in blocks) / seconds / 1e6
 
 
-def cpu(blocks: list[bytes], level: int, threads: list[int]) -> dict[str, Any]:
+def cpu(blocks: list[bytes], level: int, threads: list[int],
+        only: list[str] | None = None) -> dict[str, Any]:
     """Per-block CPU work rates (MB/s of input) at each thread count."""
     local: dict[int, zstandard.ZstdCompressor] = {}
 
@@ -163,6 +164,8 @@ def cpu(blocks: list[bytes], level: int, threads: list[int]) -> dict[str, Any]:
     out["ratio"] = sum(len(comp.compress(b)) for b in nonzero) / max(1, sum(map(len, nonzero)))
     for name, fn, data in (("sha256", sha, nonzero), ("zstd", zstd, nonzero),
                            ("block_work", whole, blocks)):
+        if only is not None and name not in only:
+            continue
         out[name] = {str(t): _rate(data, t, fn) for t in threads}
     return out
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -113,16 +112,14 @@ WHY_MISSING = {
 }
 
 
-def curl_zstd_sha(url: str, user: str, password: str, config: Path, out: Path,
-                  level: int) -> dict[str, Any]:
+def curl_zstd_sha(config: Path, out: Path, level: int) -> dict[str, Any]:
     """The plain pipeline: one curl stream of the planned ranges, hashed and compressed to a
     file (``curl | tee >(sha256sum) | zstd``). ``config`` is the curl config of the ranges."""
-    script = (f"set -o pipefail; curl -K {config} -o - "
+    script = (f"set -o pipefail; curl -K {config} "
               f"| tee >(sha256sum > {out}.sha256) | zstd -q -{level} -T0 -o {out}")
-    del url, user, password  # the config already holds them
-    t0 = time.monotonic()
-    subprocess.run(["bash", "-c", script], check=True)
-    wall = time.monotonic() - t0
+    run = run_child(["bash", "-c", script])
+    if run.returncode != 0:
+        raise RuntimeError(f"baseline failed: {run.stderr[-1500:]}")
     size = out.stat().st_size
     out.unlink()
-    return {"wall": wall, "bytes": size}
+    return {"wall": run.wall, "bytes": size, "cpu": run.cpu}

@@ -80,7 +80,7 @@ def markdown(r: dict[str, Any]) -> str:
                          f"{c['maxrss_mib']:.0f} |")
         lines.append("")
     sc = r["scaling"]
-    lines += ["## Scaling (in-process pipeline, about 1 GiB of the same reads)", "",
+    lines += ["## Scaling (in-process pipeline, about 512 MiB of the same reads)", "",
               "| fetchers | " + " | ".join(sc["fetchers"]) + " |",
               "| --- |" + " ---: |" * len(sc["fetchers"]),
               "| MB/s | " + " | ".join(f"{v:.0f}" for v in sc["fetchers"].values()) + " |", "",

@@ -192,10 +192,15 @@ def _folder_transport(cls: Any, http: Any, url: Any, size: int, fetchers: int) -
     is being extended in parallel; the bench must not depend on the exact signature)."""
     import inspect
 
+    from mover.pipeline.copy import PipelineSettings
+
+    defaults = PipelineSettings()
     params = inspect.signature(cls).parameters
     offered = {"http": http, "url": url, "size": size, "max_readers": fetchers,
                "cookie": _BasicAuthCookie(), "cookie_name": "vmware_soap_session",
-               "ssl_": False}
+               "ssl_": False,  # as the CLI: the same timeouts on every read
+               "read_timeout": getattr(defaults, "read_timeout", None),
+               "idle_timeout": getattr(defaults, "idle_timeout", None)}
     return cls(**{k: v for k, v in offered.items() if k in params})
 
 
@@ -216,6 +221,9 @@ class _TimedProcessor:
     def __init__(self, inner: Any, events: list[tuple[float, int]], t0: float) -> None:
         self._inner, self._events, self._t0 = inner, events, t0
 
+    def __getattr__(self, name: str) -> Any:  # sync() and whatever else mover adds
+        return getattr(self._inner, name)
+
     def __call__(self, offset: int, data: Any) -> Any:
         results = self._inner(offset, data)
         self._events.append((time.monotonic() - self._t0, len(data)))
@@ -225,6 +233,9 @@ class _TimedProcessor:
 class _TimedSink:
     def __init__(self, inner: Any, events: list[tuple[float, int]], t0: float) -> None:
         self._inner, self._events, self._t0 = inner, events, t0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
     def has(self, digest: bytes) -> bool:
         return bool(self._inner.has(digest))
