@@ -107,7 +107,7 @@ class Suite:
         # so that noise from the rest of the machine falls on all of them alike; the bound
         # of each round comes from that round's limits, and medians are taken over rounds.
         self.setup_peers()
-        repo = self.work / "repo"
+        repo = self.work / "repo-0"
         runs: list[dict[str, Any]] = []
         rounds: list[dict[str, Any]] = []
         for i in range(self.runs):
@@ -116,7 +116,7 @@ class Suite:
                      "fetch": limits.fetch(url, lab.user, lab.password, reads, [FETCHERS],
                                            lab.pid),
                      "write": lim["write"]}
-            shutil.rmtree(repo, ignore_errors=True)
+            repo = self.work / f"repo-{i}"  # kept: see runs.pipeline on deleting
             log(f"round {i + 1}/{self.runs}: mover full")
             run = mover_backup(lab, vm, repo, "--full")
             run.update(label=f"full {i + 1}", fraction=1.0)
@@ -155,13 +155,13 @@ class Suite:
         sample = spread(self.reads, sample_gib)
         for f in [1, 2, 4, 8, 16, 32]:
             res = pipeline(self.lab, self.flat, self.capacity, sample, BLOCK,
-                           self.work / "repo-scale", f)
+                           self.work / f"repo-scale-f{f}", f)
             sc["fetchers"][str(f)] = res["mb_s"]
         for bs in [256 * 1024, 512 * 1024, MiB, 2 * MiB, 4 * MiB, 8 * MiB]:
             max_read = max(MAX_READ, bs)
             reads = spread(planned_reads(self.extents, self.capacity, bs, max_read), sample_gib)
             res = pipeline(self.lab, self.flat, self.capacity, reads, bs,
-                           self.work / "repo-scale", FETCHERS, max_read=max_read)
+                           self.work / f"repo-scale-b{bs}", FETCHERS, max_read=max_read)
             sc["block_size"][str(bs // 1024)] = res["mb_s"]
         self.r["scaling"] = sc
 
@@ -183,8 +183,9 @@ class Suite:
                 "version": peer.version(), "settings": peer.settings}
 
     def peers_full_round(self, i: int) -> None:
-        for peer, repo in self.peers:
-            shutil.rmtree(repo, ignore_errors=True)
+        for n, (peer, _) in enumerate(self.peers):
+            repo = self.work / f"repo-{peer.name}-{i}"
+            self.peers[n] = (peer, repo)  # the last round's repository takes the increments
             peer.init(repo)
             log(f"round {i + 1}/{self.runs}: {peer.name} full")
             run = peer.backup(repo, self.image, f"full{i}")
@@ -264,7 +265,6 @@ class Suite:
         run = mover_backup(self.lab, vm, repo)
         log(f"  {run['wall']:.1f} s, {run['mb_s']:.0f} MB/s read, RSS {run['maxrss_mib']:.0f}")
         self.r["cases"][name] = run
-        shutil.rmtree(repo, ignore_errors=True)
         self.lab.delete_vm(vm)
 
     def cases(self) -> None:

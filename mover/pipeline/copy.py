@@ -55,7 +55,7 @@ Recorder = Callable[[list[BlockResult]], None]
 place to journal progress for a resume."""
 
 
-SYNC_EVERY = 256 * 1024 * 1024
+SYNC_EVERY = 64 * 1024 * 1024
 """Bytes processed between syncs of the sink. Each sync makes a batch of chunks durable at
 once (one file-system journal commit instead of two per chunk) and only then are the
 batch's blocks handed to the recorder, so a journal never names a chunk a power loss could
