@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -35,12 +35,15 @@ class PendingBackup:
     """
 
     def __init__(self, directory: Path, tmp_dir: Path, backup_id: str, vm_instance_uuid: str,
-                 held: list[tuple[int, Path | None]]) -> None:
+                 held: list[tuple[int, Path | None]], marker: Path | None = None,
+                 sync: Callable[[], None] | None = None) -> None:
         self.directory = directory
         self.backup_id = backup_id
         self.vm_instance_uuid = vm_instance_uuid
         self._tmp_dir = tmp_dir
         self._held = held            # (lock fd, lock file to remove when done)
+        self._marker = marker        # mover.repo.dirty: removed after a final sync
+        self._sync = sync
         self._written: set[int] = set()
         self._guard = threading.Lock()
         self._done = False
@@ -131,8 +134,16 @@ class PendingBackup:
 
     def _finish(self) -> None:
         self._done = True
-        for fd, remove in reversed(self._held):
-            locks.release(fd, remove)
+        try:
+            if self._marker is not None:
+                if self._sync is not None:
+                    self._sync()  # the chunks of this backup are durable: no power-loss check
+                self._marker.unlink(missing_ok=True)
+        except (OSError, RepositoryError):
+            pass  # the marker stays: the next clean_stale syncs or checks instead
+        finally:
+            for fd, remove in reversed(self._held):
+                locks.release(fd, remove)
 
     def __enter__(self) -> PendingBackup:
         return self

@@ -15,7 +15,7 @@ import zstandard
 from mover import chunk, clock
 from mover.errors import IntegrityError, NotFoundError, RepositoryError
 from mover.index import FixedIndex
-from mover.repo import locks
+from mover.repo import dirty, locks
 from mover.repo.atomic import fsync_dir, make_dir, write_temp
 from mover.repo.chunks import ChunkStore, LocalChunkStore
 from mover.repo.config import RepoConfig
@@ -115,7 +115,13 @@ class Repository:
             _release(held)
             raise io_error(f"cannot start backup {backup_id} in {self.path}", exc) \
                 from exc
-        return PendingBackup(directory, self.path / "tmp", backup_id, vm_instance_uuid, held)
+        try:
+            marker = dirty.mark(self.path / "locks", backup_id)
+        except OSError as exc:
+            _release(held)
+            raise io_error(f"cannot start backup {backup_id} in {self.path}", exc) from exc
+        return PendingBackup(directory, self.path / "tmp", backup_id, vm_instance_uuid, held,
+                             marker, self.chunks.sync)
 
     def resumable(self, vm_instance_uuid: str) -> list[tuple[str, dict[str, Any]]]:
         """Pending backups of a VM that left a checkpoint: (backup id, checkpoint), newest

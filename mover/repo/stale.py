@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mover import clock
-from mover.repo import locks
+import zstandard
+
+from mover import chunk, clock
+from mover.repo import dirty, locks
 from mover.repo.ioerrors import io_error
 
 if TYPE_CHECKING:
     from mover.repo.repository import Repository
+
+log = logging.getLogger(__name__)
 
 
 def clean_stale(repo: Repository, max_age: float = 3600.0) -> list[Path]:
@@ -30,6 +35,9 @@ def clean_stale(repo: Repository, max_age: float = 3600.0) -> list[Path]:
     Safe to run while backups run, in this or other processes.
     """
     try:
+        for what in dirty.recover(repo.path / "locks", repo.path / "chunks", repo.chunks.sync,
+                                  functools.partial(_chunk_intact, repo)):
+            log.warning("%s", what)
         return _clean(repo, clock.now().timestamp() - max_age)
     except OSError as exc:
         raise io_error(f"cannot clean stale files in {repo.path}", exc) from exc
@@ -55,6 +63,12 @@ def _clean(repo: Repository, cutoff: float) -> list[Path]:
             if _with_writer_lock(repo, backup_id, lambda: None):
                 removed.append(lock)
     return removed
+
+
+def _chunk_intact(repo: Repository, path: Path) -> bool:
+    decompressor = zstandard.ZstdDecompressor()
+    return dirty.intact(lambda: chunk.decode(path.read_bytes(), bytes.fromhex(path.name),
+                                             decompressor))
 
 
 def _with_writer_lock(repo: Repository, backup_id: str, action: Callable[[], object]) -> bool:
