@@ -144,9 +144,12 @@ class BackupRun:
             parent = await asyncio.to_thread(self.repo.latest, self.vm.instance_uuid)
             self.result.parent = parent.id if parent else None
             pending = await self._begin()
+            block_size = self.repo.config.block_size
+            # a read is whole blocks: at least one, at most max_read rounded down to blocks
+            max_read = max(block_size, self.settings.pipeline.max_read // block_size * block_size)
             planner = Planner(self.repo, self.control, self.session, self.vm.ref, snapshot,
-                              self.settings.full, self.settings.pipeline.max_read,
-                              self.reporter.note, self.resuming, same_snapshot)
+                              self.settings.full, max_read, self.reporter.note, self.resuming,
+                              same_snapshot)
             plans = [await planner.plan(disk, parent, pending) for disk in disks]
             await asyncio.to_thread(pending.write_checkpoint, Checkpoint(
                 self.backup_id, self.created, self.snapshot_name, snapshot._moId,

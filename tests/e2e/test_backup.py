@@ -172,3 +172,16 @@ def test_backups_of_several_vms_write_one_repository_at_once(
         got = restore_sha256(repo, result["backup_id"], THIN, tmp_path / "o.img")
         assert got == lab.live_sha256(vm, THIN)
     assert mover("verify", "--repo", repo, "--read-data").code == 0
+
+
+@pytest.mark.parametrize("block_mib", [8, 2], ids=["blocks-larger-than-a-read", "2-MiB-blocks"])
+def test_a_new_repository_with_another_block_size(lab: Lab, unique_name: Callable[[str], str],
+                                                  tmp_path: Path, block_mib: int) -> None:
+    vm, repo = unique_name("bs"), tmp_path / "repo"
+    lab.create_vm(vm, [{"capacity": 64 * MiB + 1536, "type": "thin"}])  # a short last block
+    lab.write(vm, THIN, 3 * MiB, random.Random(2).randbytes(20 * MiB))
+    lab.write(vm, THIN, 64 * MiB, b"tail" * 384)
+    result = backup(lab, vm, repo, "--block-size", str(block_mib))
+    assert json.loads((repo / "config.json").read_text())["block_size"] == block_mib * MiB
+    got = restore_sha256(repo, result["backup_id"], THIN, tmp_path / "o.img")
+    assert got == lab.live_sha256(vm, THIN)
