@@ -1,6 +1,6 @@
 """The data plane: move the planned reads of one disk from a transport into a chunk sink.
 
-    reads -> fetch (N concurrent transport reads into fresh buffers)
+    reads -> fetch (N concurrent transport reads into reused buffers)
           -> bounded queue
           -> process (executor threads: zero check, SHA-256, dedup check, zstd, store)
           -> index updates + progress
