@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mover.extents import Extent, align, normalize, plan_reads, without_blocks
+from mover.extents import Extent, align, blocks, plan_reads, without_blocks
 from mover.index import FixedIndex
 from mover.jobs.control import ControlPlane
 from mover.jobs.modes import Decision, decide
@@ -77,11 +77,18 @@ class Planner:
         index = await self._base_index(disk, decision, parent)
         done, count = await asyncio.to_thread(apply_journal, pending, disk.key, index,
                                               self.repo.chunks)
+        if again is not None:
+            # Blocks changed since the interrupted snapshot are read again, and the journal
+            # must forget them now: the checkpoint is about to name this snapshot, and a
+            # later resume from it would trust their old digests.
+            for extent in align(await self._query(disk, again), block_size, disk.capacity):
+                done[extent.start // block_size:-(-extent.end // block_size)] = bytes(
+                    len(blocks(extent, block_size)))
+            count = sum(1 for d in done if d)
+            await asyncio.to_thread(pending.rewrite_journal, disk.key, index, done,
+                                    self.repo.chunks.sync)
         todo = without_blocks(align(areas, block_size, disk.capacity), done, block_size,
                               disk.capacity)
-        if again is not None:  # blocks changed since the interrupted snapshot: read again
-            todo = normalize([*todo, *align(await self._query(disk, again), block_size,
-                                            disk.capacity)])
         return DiskPlan(disk, decision, areas, plan_reads(todo, block_size, self.max_read),
                         index, count, f"resumed backup {self.resuming.backup_id} with {count} "
                         "blocks already stored")

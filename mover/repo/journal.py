@@ -57,6 +57,9 @@ class JournalWriter:
             except OSError as exc:
                 raise io_error(f"cannot append to journal {self.path}", exc) from exc
 
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)

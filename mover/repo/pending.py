@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -78,6 +79,27 @@ class PendingBackup:
         """The journal of disk ``key``; ``truncate`` starts it afresh."""
         self._check_open()
         return JournalWriter(self.directory / journal_name(key), truncate)
+
+    def rewrite_journal(self, key: int, index: FixedIndex, done: bytes | bytearray,
+                        sync: Callable[[], None]) -> None:
+        """Replace the journal of disk ``key`` by synced records of exactly the blocks
+        marked in ``done`` (with their digests in ``index``), atomically. ``sync`` makes
+        their chunks durable first, so the records may say so."""
+        self._check_open()
+        sync()
+        path = self.directory / journal_name(key)
+        temp = path.with_suffix(".rewrite")
+        writer = JournalWriter(temp, truncate=True)
+        try:
+            writer.append(((b, index.get(b)) for b, d in enumerate(done) if d), synced=True)
+            writer.sync()
+        finally:
+            writer.close()
+        try:
+            os.replace(temp, path)
+            fsync_dir(self.directory)
+        except OSError as exc:
+            raise io_error(f"cannot replace journal {path}", exc) from exc
 
     def journaled(self, key: int) -> Iterator[tuple[int, bytes | None, bool]]:
         """The journal of disk ``key`` as written by an earlier run (see ``read_journal``)."""

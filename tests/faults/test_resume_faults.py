@@ -178,3 +178,29 @@ def test_a_changed_disk_is_not_resumed(lab: Lab, unique_name: Callable[[str], st
 
 
 pytestmark = pytest.mark.timeout(300)
+
+
+def test_two_interruptions_in_a_row_still_restore_exactly(
+        lab: Lab, unique_name: Callable[[str], str], tmp_path: Path, matrix: Matrix) -> None:
+    """Run 2 plans to re-read a block that changed after run 1 stored it, and is stopped
+    before it does: run 3 must not trust run 1's copy of that block."""
+    data = 40 * MiB
+    vm, repo = seed(lab, unique_name("seed"), data), tmp_path / "repo"
+    interrupt(lab, vm, repo, signal.SIGTERM, 8)
+    lab.write(vm, KEY, 8 * MiB, b"changed" * 1000)      # block 8: stored by run 1
+    lab.inject("folder", "delay", rate=1.0, delay_ms=300)
+    proc = start_backup(lab, vm, repo)                   # run 2: stopped before any read
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if json.loads(line)["event"] == "disk_started":
+            break
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    lab.clear_faults()
+    result = backup(lab, vm, repo)                       # run 3
+    frozen = snapshot_digests(lab, vm, result["snapshot"])
+    assert frozen[KEY] == lab.live_sha256(vm, KEY)
+    assert restore_sha256(repo, result["backup_id"], KEY, tmp_path / "o.img") == frozen[KEY]
+    proved_clean(lab, vm, repo)
+    matrix("SIGTERM twice, guest writes between", "third run restores identical")
