@@ -96,9 +96,8 @@ class BackupRun:
         """Pick up an interrupted backup to resume, remove mover's other leftover snapshots,
         and make CBT active."""
         await asyncio.to_thread(self._find_resumable)
-        keep = self.resuming.snapshot_name if self.resuming else None
         removed = await self.control.run(snapshots.remove_orphans, self.session, self.vm.ref,
-                                         keep)
+                                         self._spare)
         self.result.orphans_removed = removed
         for name in removed:
             self.reporter.note(f"removed snapshot {name!r} left by an earlier mover run")
@@ -108,11 +107,21 @@ class BackupRun:
             self.reporter.note(f"enabled CBT on {self.vm.name!r} (stun/unstun {stun:.1f} s)")
             self.result.snapshot["cbt_enable_seconds"] = stun
 
+    def _spare(self, name: str) -> bool:
+        """A mover snapshot that is not an orphan: the one this run resumes from, or one of
+        a backup another run is writing into this repository right now."""
+        if self.resuming is not None and name == self.resuming.snapshot_name:
+            return True
+        backup_id = name[len(snapshots.PREFIX):]
+        return self.repo.is_backup_id(backup_id) and self.repo.is_running(backup_id)
+
     def _find_resumable(self) -> None:
         """The newest interrupted backup of this VM, if it can be resumed; older ones (and
         one that cannot be resumed) are removed, saying why."""
         latest = self.repo.latest(self.vm.instance_uuid)
         for backup_id, data in self.repo.resumable(self.vm.instance_uuid):
+            if self.repo.is_running(backup_id):
+                continue  # another run is writing it: neither ours to resume nor to remove
             saved = Checkpoint.from_json(data)
             why = None
             if self.resuming is not None:
@@ -137,13 +146,13 @@ class BackupRun:
         snapshot: Any = None
         pending: PendingBackup | None = None
         try:
+            pending = await self._begin()  # holds the backup's lock before its snapshot exists
             snapshot, same_snapshot = await self._snapshot()
             devices = await self.control.run(self.session.call,
                                              lambda: snapshot.config.hardware.device)
             disks = [d for d in disks_of(devices) if self._usable(d)]
             parent = await asyncio.to_thread(self.repo.latest, self.vm.instance_uuid)
             self.result.parent = parent.id if parent else None
-            pending = await self._begin()
             block_size = self.repo.config.block_size
             # a read is whole blocks: at least one, at most max_read rounded down to blocks
             max_read = max(block_size, self.settings.pipeline.max_read // block_size * block_size)
@@ -194,9 +203,18 @@ class BackupRun:
                                             create_seconds=0.0)
                 self.reporter.note(f"resuming backup {self.backup_id} from its snapshot")
                 return existing, True
-        snapshot, seconds = await self.control.run(
+        # The control thread finishes creating the snapshot even if we are cancelled
+        # meanwhile (SIGTERM): wait for it then, and remove it, or it would be left behind.
+        creation = asyncio.ensure_future(self.control.run(
             snapshots.create, self.session, self.vm.ref, self.snapshot_name,
-            f"mover backup {self.backup_id}.", self.settings.quiesce)
+            f"mover backup {self.backup_id}.", self.settings.quiesce))
+        try:
+            snapshot, seconds = await asyncio.shield(creation)
+        except asyncio.CancelledError:
+            with contextlib.suppress(MoverError):
+                created, _ = await creation
+                await self._remove_snapshot(created)
+            raise
         self.result.snapshot.update(name=self.snapshot_name, moref=snapshot._moId,
                                     create_seconds=seconds)
         self.reporter.note(f"snapshot {self.snapshot_name!r} created in {seconds:.2f} s")
@@ -211,6 +229,8 @@ class BackupRun:
                 self.resuming = None
                 self.result.resumed_from = None
                 self.backup_id = self.repo.new_backup_id()
+                self.snapshot_name = f"{snapshots.PREFIX}{self.backup_id}"
+                self.created = clock.iso()
         return await asyncio.to_thread(self.repo.begin, self.vm.instance_uuid, self.backup_id)
 
     def _usable(self, disk: DiskInfo) -> bool:
@@ -223,7 +243,8 @@ class BackupRun:
             raise UnsupportedVMError(
                 f"disk {disk.key} ({disk.label}) of the backup snapshot is a delta of an "
                 "earlier snapshot; the datastore transport reads flat base disks only: remove "
-                "or consolidate the VM's other snapshots and retry")
+                "or consolidate the VM's other snapshots and retry (another mover backup of "
+                "this VM may be running: then wait for it)")
         return True
 
     async def _remove_snapshot(self, snapshot: Any) -> None:

@@ -29,6 +29,7 @@ CONFIG = "config.json"
 LAYOUT = ("chunks", "backups", "locks", "tmp")
 # Names a directory may already hold and still become a repository (a fresh mount point).
 _TOLERATED = {*LAYOUT, CONFIG, "lost+found"}
+_BACKUP_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -140,6 +141,20 @@ class Repository:
                 if checkpoint is not None:
                     found.append((entry.name, checkpoint))
         return found
+
+    @staticmethod
+    def is_backup_id(text: str) -> bool:
+        """Whether ``text`` has the form of ``new_backup_id``."""
+        return _BACKUP_ID.fullmatch(text) is not None
+
+    def is_running(self, backup_id: str) -> bool:
+        """Whether some process is writing backup ``backup_id`` now (holds its lock)."""
+        path = self.path / "locks" / f"backup-{backup_id}.lock"
+        fd = locks.acquire(path, wait=False)
+        if fd is None:
+            return True
+        locks.release(fd)
+        return False
 
     def discard(self, vm_instance_uuid: str, backup_id: str) -> bool:
         """Remove a pending backup whose writer is gone; False if it is running."""

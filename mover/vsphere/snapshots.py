@@ -7,7 +7,7 @@ Only snapshots with both marks are ever removed as orphans: a user's snapshot is
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,16 +80,16 @@ def remove(session: Session, snapshot: Any, name: str, attempts: int = 6) -> flo
     return clock.monotonic() - started
 
 
-def remove_orphans(session: Session, vm: Any, keep: str | None = None) -> list[str]:
-    """Remove mover's snapshots left by earlier runs that crashed; return their names."""
+def remove_orphans(session: Session, vm: Any, spare: Callable[[str], bool]) -> list[str]:
+    """Remove mover's snapshots left by earlier runs that crashed, except those ``spare``
+    says are in use; return the names removed."""
     removed = []
     for snap in session.call(lambda: list(walk(vm))):
-        if snap.is_movers and snap.name != keep:
+        if snap.is_movers and not spare(snap.name):
             log.warning("removing snapshot %r left by an earlier mover run", snap.name)
             remove(session, snap.ref, snap.name)
             removed.append(snap.name)
     return removed
-
 
 def find(session: Session, vm: Any, moref: str, name: str) -> Any:
     """The snapshot ``moref`` of ``vm`` if it still exists with that name, else None."""

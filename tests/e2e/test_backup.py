@@ -185,3 +185,31 @@ def test_a_new_repository_with_another_block_size(lab: Lab, unique_name: Callabl
     assert json.loads((repo / "config.json").read_text())["block_size"] == block_mib * MiB
     got = restore_sha256(repo, result["backup_id"], THIN, tmp_path / "o.img")
     assert got == lab.live_sha256(vm, THIN)
+
+
+def test_a_second_run_for_one_vm_refuses_and_leaves_the_first_alone(
+        lab: Lab, unique_name: Callable[[str], str], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from .runner import backup_args, env
+
+    vm, repo = unique_name("twice"), tmp_path / "repo"
+    lab.create_vm(vm, [{"capacity": 64 * MiB, "type": "thin"}], cbt=True)
+    lab.write(vm, THIN, 0, random.Random(4).randbytes(24 * MiB))
+    lab.inject("folder", "delay", rate=1.0, delay_ms=100)   # both copy at the same time
+    procs = [subprocess.Popen([sys.executable, "-m", "mover.cli",
+                               *map(str, backup_args(lab, vm, repo, "--fetchers", "1"))],
+                              env=env(lab), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    runs = [(p.wait(timeout=120), json.loads(p.communicate()[0].strip().splitlines()[-1]))
+            for p in procs]
+    # the second snapshot stacks on the first: its disks are deltas /folder cannot read
+    assert sorted(code for code, _ in runs) == [0, 7]
+    [done] = [result for code, result in runs if code == 0]
+    [refused] = [result for code, result in runs if code == 7]
+    assert "another mover backup of this VM may be running" in refused["error"]["message"]
+    assert done["orphans_removed"] == []                      # neither took the other's
+    assert mover_snapshots(lab, vm) == []
+    got = restore_sha256(repo, done["backup_id"], THIN, tmp_path / "o.img")
+    assert got == lab.live_sha256(vm, THIN)
