@@ -188,7 +188,7 @@ class BackupRun:
     async def _vm_exists(self) -> bool:
         try:
             return await self.control.run(inventory.exists, self.session, self.vm.ref)
-        except MoverError:
+        except Exception:
             return True  # cannot tell: report the original error
 
     async def _snapshot(self) -> tuple[Any, bool]:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import http.client
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from mover.errors import ConnectError, MoverError
 from mover.vsphere.faults import translate
 
 T = TypeVar("T")
@@ -27,6 +29,12 @@ class ControlPlane:
         try:
             return await loop.run_in_executor(self._executor,
                                               functools.partial(fn, *args, **kwargs))
+        except MoverError:
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            # pyvmomi lets socket and HTTP errors through as they are
+            raise ConnectError(f"lost the connection to vSphere: {type(exc).__name__}: {exc}; "
+                               "check the server and the network") from exc
         except Exception as exc:
             mapped = translate(exc)
             if mapped is None:

@@ -138,7 +138,10 @@ async def copy_disk(transport: Transport, reads: Iterable[Extent], index: FixedI
     try:
         async with asyncio.TaskGroup() as group:
             workers = [group.create_task(process(group)) for _ in range(settings.workers)]
-            await asyncio.gather(*(fetch() for _ in range(fetchers)))
+            # In the group, so that one failed read cancels the other fetchers too.
+            readers = [group.create_task(fetch()) for _ in range(fetchers)]
+            for reader in readers:
+                await reader
             for _ in workers:
                 await fetched.put(None)
         if stats.blocks:
