@@ -50,26 +50,42 @@ def recover(locks_dir: Path, chunks_dir: Path, sync: Callable[[], None],
             check: Callable[[Path], bool]) -> list[str]:
     """Deal with the markers of writers that are gone; returns what was done, in words.
     ``check(path)`` tells whether a chunk file is intact."""
-    current, done = boot_id(), []
-    for marker in sorted(locks_dir.glob(f"{PREFIX}*")):
-        boot, backup_id = marker.name[len(PREFIX):len(PREFIX) + 36], marker.name[len(PREFIX) + 37:]
-        holder = locks.acquire(locks_dir / f"backup-{backup_id}.lock", wait=False)
-        if holder is None:
-            continue  # its writer runs
-        try:
-            if boot == current:
-                sync()  # a killed writer: its chunks are whole in the page cache
-            else:
-                since = marker.stat().st_mtime - _SLACK
-                bad = [p for p in _written_since(chunks_dir, since) if not check(p)]
-                for path in bad:
-                    path.unlink(missing_ok=True)
-                done.append(f"the machine restarted during backup {backup_id}: checked the "
-                            f"chunks written since, removed {len(bad)} damaged")
-            marker.unlink(missing_ok=True)
-        finally:
-            locks.release(holder)
+    current, done = boot_id(), list[str]()
+    # One recovery at a time, and every writer waits for it (clean_stale runs before begin):
+    # nobody may dedup against a chunk the check is about to delete.
+    serial = locks.acquire(locks_dir / "recovery.lock")
+    try:
+        for marker in sorted(locks_dir.glob(f"{PREFIX}*")):
+            _recover_one(marker, current, locks_dir, chunks_dir, sync, check, done)
+    finally:
+        if serial is not None:
+            locks.release(serial)
     return done
+
+
+def _recover_one(marker: Path, current: str, locks_dir: Path, chunks_dir: Path,
+                 sync: Callable[[], None], check: Callable[[Path], bool],
+                 done: list[str]) -> None:
+    # dirty-<boot id>-<backup id>; backup ids have a fixed length, boot ids may not
+    boot, _, backup_id = marker.name[len(PREFIX):].rpartition("-")
+    boot, _, stamp = boot.rpartition("-")
+    backup_id = f"{stamp}-{backup_id}"
+    holder = locks.acquire(locks_dir / f"backup-{backup_id}.lock", wait=False)
+    if holder is None:
+        return  # its writer runs
+    try:
+        if boot == current:
+            sync()  # a killed writer: its chunks are whole in the page cache
+        else:
+            since = marker.stat().st_mtime - _SLACK
+            bad = [p for p in _written_since(chunks_dir, since) if not check(p)]
+            for path in bad:
+                path.unlink(missing_ok=True)
+            done.append(f"the machine restarted during backup {backup_id}: checked the "
+                        f"chunks written since, removed {len(bad)} damaged")
+        marker.unlink(missing_ok=True)
+    finally:
+        locks.release(holder)
 
 
 def _written_since(chunks_dir: Path, since: float) -> list[Path]:
