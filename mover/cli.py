@@ -231,6 +231,12 @@ def _run_async(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _restore(args: argparse.Namespace) -> int:
+    def stop(signum: int, frame: object) -> None:
+        raise Interrupted(f"stopped by {signal.Signals(signum).name}: the partial image was "
+                          "removed; run the restore again")
+
+    for sig in (signal.SIGTERM, signal.SIGINT):  # the restore removes its partial image
+        signal.signal(sig, stop)
     result = run_restore(RestoreSettings(args.repo, args.backup, args.disk, args.output,
                                          force=args.force))
     if args.json:

@@ -8,10 +8,11 @@ device. The output is fsynced before the job reports success.
 
 from __future__ import annotations
 
+import collections
 import os
 import stat
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,13 @@ def run_restore(settings: RestoreSettings) -> RestoreResult:
             os.ftruncate(fd, index.capacity)
         written = _write_blocks(fd, index, repo.chunks, is_device, settings.workers)
         os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        if not is_device:
+            settings.output.unlink(missing_ok=True)
+        raise RepositoryError(f"cannot write the restored disk to {settings.output}: "
+                              f"{exc.strerror or exc}; check free space and permissions "
+                              "there") from exc
     except BaseException:
         os.close(fd)
         if not is_device:  # never leave a half-restored image that looks complete
@@ -65,8 +73,13 @@ def _open_output(path: Path, force: bool) -> tuple[int, bool]:
         mode = path.stat().st_mode
     except FileNotFoundError:
         mode = None
+    except OSError as exc:
+        raise UsageError(f"cannot use --output {path}: {exc.strerror}") from exc
     if mode is not None and stat.S_ISBLK(mode):
-        return os.open(path, os.O_WRONLY), True
+        try:
+            return os.open(path, os.O_WRONLY), True
+        except OSError as exc:
+            raise UsageError(f"cannot open the device {path}: {exc.strerror}") from exc
     if mode is not None and not force:
         raise UsageError(f"{path} exists; restore refuses to overwrite it: choose another "
                          "--output or add --force")
@@ -100,5 +113,14 @@ def _write_blocks(fd: int, index: FixedIndex, chunks: ChunkStore, is_device: boo
                                   f"needs {block_length(block)}: the index is inconsistent")
         return os.pwrite(fd, data, offset)
 
+    # A bounded window of blocks in flight: memory must not grow with the disk.
+    written, window = 0, workers * 4
+    in_flight: collections.deque[Future[int]] = collections.deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="mover-restore") as pool:
-        return sum(pool.map(restore, range(len(index)), chunksize=64))
+        for block in range(len(index)):
+            if len(in_flight) >= window:
+                written += in_flight.popleft().result()
+            in_flight.append(pool.submit(restore, block))
+        while in_flight:
+            written += in_flight.popleft().result()
+    return written

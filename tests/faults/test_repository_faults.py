@@ -70,3 +70,20 @@ def test_a_read_only_file_system_ends_the_job_cleanly(lab: Lab, vm: str, small_f
     assert mover("verify", "--repo", repo, "--read-data").code == 0
     assert json.loads(run.stdout.strip().splitlines()[-1])["status"] == "failed"
     matrix("EROFS on the repository", "exit 9 naming the fix; repo verifies")
+
+
+def test_a_restore_into_a_full_file_system_fails_cleanly(lab: Lab, vm: str, tmp_path: Path,
+                                                         small_fs: Path,
+                                                         matrix: Callable[[str, str], None]
+                                                         ) -> None:
+    repo = tmp_path / "repo"
+    lab.write(vm, 2000, 8 * MiB, random.Random(9).randbytes(12 * MiB))  # more than fits
+    result = backup(lab, vm, repo)
+    out = small_fs / "disk.img"
+    run = mover("restore", "--repo", repo, "--backup", result["backup_id"], "--disk", "2000",
+                "--output", out, "--json")
+    assert run.code == 9, run.stderr
+    assert "cannot write the restored disk" in run.result["error"]["message"]
+    assert "Traceback" not in run.stderr
+    assert not out.exists()                              # no partial image left behind
+    matrix("ENOSPC while restoring", "exit 9 naming the output; partial image removed")
