@@ -119,9 +119,7 @@ def ensure_enabled(session: Session, vm: Any, allow_enable: bool) -> float | Non
                                  "incrementals: remove the snapshots and retry")
     log.info("enabling CBT on VM %r", vm.name)
     spec = vim.vm.ConfigSpec(changeTrackingEnabled=True)
-    session.call(lambda: tasks.retry_busy(
-        lambda: tasks.wait(vm.ReconfigVM_Task(spec=spec), f"enabling CBT on {vm.name!r}"),
-        f"enabling CBT on {vm.name!r}"))
+    tasks.run_task(session, lambda: vm.ReconfigVM_Task(spec=spec), f"enabling CBT on {vm.name!r}")
     if session.call(lambda: vm.runtime.powerState) != vim.VirtualMachinePowerState.poweredOn:
         return 0.0
     snap, created = snapshots.create(session, vm, f"{snapshots.PREFIX}cbt-activate",

@@ -51,29 +51,22 @@ def walk(vm: Any) -> Iterator[SnapshotRef]:
 def create(session: Session, vm: Any, name: str, purpose: str, quiesce: bool) -> tuple[Any, float]:
     """Create a snapshot without memory; return it and how long the task ran (the stun)."""
     description = f"{purpose} {TAG} Safe to delete when no mover job runs."
-
-    def start_and_wait() -> Any:
-        task = vm.CreateSnapshot_Task(name=name, description=description, memory=False,
-                                      quiesce=quiesce)
-        return tasks.wait(task, f"creating snapshot {name!r} of VM {vm.name!r}")
-
     started = clock.monotonic()
-    snapshot = session.call(lambda: tasks.retry_busy(start_and_wait, f"snapshot of {vm.name!r}"))
+    snapshot = tasks.run_task(
+        session, lambda: vm.CreateSnapshot_Task(name=name, description=description,
+                                                memory=False, quiesce=quiesce),
+        f"creating snapshot {name!r} of VM {vm.name!r}")
     return snapshot, clock.monotonic() - started
 
 
 def remove(session: Session, snapshot: Any, name: str, attempts: int = 6) -> float:
     """Remove a snapshot, consolidating its delta; retries while the VM is busy. Returns
     the seconds the removal took. ObjectGone if the snapshot (or its VM) no longer exists."""
-
-    def start_and_wait() -> None:
-        task = snapshot.RemoveSnapshot_Task(removeChildren=False, consolidate=True)
-        tasks.wait(task, f"removing snapshot {name!r}")
-
     started = clock.monotonic()
     try:
-        session.call(lambda: tasks.retry_busy(start_and_wait, f"removing snapshot {name!r}",
-                                              attempts=attempts))
+        tasks.run_task(session, lambda: snapshot.RemoveSnapshot_Task(removeChildren=False,
+                                                                    consolidate=True),
+                       f"removing snapshot {name!r}", attempts)
     except vmodl.fault.ManagedObjectNotFound as exc:
         raise ObjectGone(f"snapshot {name!r} no longer exists (its VM was deleted or "
                          "unregistered)") from exc

@@ -7,17 +7,34 @@ from typing import Any, TypeVar
 
 from mover import clock
 from mover.errors import VSphereError
+from mover.vsphere.session import Session
 from mover.vsphere.vmomi import vim
 
 T = TypeVar("T")
 
 
-def wait(task: Any, what: str, timeout: float = 3600.0, poll: float = 0.1) -> Any:
+def run_task(session: Session, invoke: Callable[[], Any], what: str,
+             attempts: int = 6) -> Any:
+    """Start a task with ``invoke`` and return its result. Only a refused call is issued
+    again (after a re-login, or while the object is busy with another task); a task that
+    started is never started twice: a session that expires while we poll it is renewed
+    and the same task polled on."""
+
+    def start_and_wait() -> Any:
+        task = session.call(invoke)
+        return wait(task, what, read=lambda: session.call(lambda: task.info))
+
+    return retry_busy(start_and_wait, what, attempts=attempts)
+
+
+def wait(task: Any, what: str, timeout: float = 3600.0, poll: float = 0.1,
+         read: Callable[[], Any] | None = None) -> Any:
     """Wait for ``task`` and return its result; raise VSphereError naming ``what`` and the
-    server's message if it fails. Polling backs off to one second for long tasks."""
+    server's message if it fails. Polling backs off to one second for long tasks; ``read``
+    fetches ``task.info`` (through a session that survives expiry)."""
     deadline = clock.monotonic() + timeout
     while True:
-        info = task.info
+        info = read() if read is not None else task.info
         if info.state == vim.TaskInfo.State.success:
             return info.result
         if info.state == vim.TaskInfo.State.error:
