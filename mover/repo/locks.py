@@ -19,20 +19,29 @@ def acquire(path: Path, *, shared: bool = False, wait: bool = True) -> int | Non
 
     Returns None instead of waiting when ``wait`` is false and another holder conflicts.
     """
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        raise io_error(f"cannot open lock file {path}", exc) from exc
-    mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
-    try:
-        fcntl.flock(fd, mode)
-    except BlockingIOError:
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise io_error(f"cannot open lock file {path}", exc) from exc
+        mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(fd, mode)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except OSError as exc:
+            os.close(fd)
+            raise io_error(f"cannot lock {path}", exc) from exc
+        # A holder unlinks its lock file before releasing it (see release): if we locked a
+        # file that is no longer the one at ``path``, somebody else may lock the new one.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
         os.close(fd)
-        return None
-    except OSError as exc:
-        os.close(fd)
-        raise io_error(f"cannot lock {path}", exc) from exc
-    return fd
 
 
 def release(fd: int, remove: Path | None = None) -> None:
