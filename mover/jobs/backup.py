@@ -181,7 +181,16 @@ class BackupRun:
             id=self.backup_id, vm_name=self.vm.name, vm_instance_uuid=self.vm.instance_uuid,
             vm_moref=self.vm.moref, created=self.created, finished=clock.iso(),
             parent=self.result.parent, snapshot=dict(self.result.snapshot), disks=records)
-        await asyncio.to_thread(pending.commit, record)
+        # A signal that arrives while the record is written comes too late: the commit runs to
+        # its end on its thread, and the run reports the committed backup, not an interrupt.
+        commit = asyncio.ensure_future(asyncio.to_thread(pending.commit, record))
+        try:
+            await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            await commit
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
         self.result.status = "committed"
         self.result.backup_id = self.backup_id
 
