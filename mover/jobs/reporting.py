@@ -19,20 +19,6 @@ class Reporter(Protocol):
     def disk_done(self, key: int, result: DiskResult) -> None: ...
 
 
-class SilentReporter:
-    def note(self, message: str) -> None:
-        pass
-
-    def disk_started(self, key: int, label: str, mode: str, planned_bytes: int) -> None:
-        pass
-
-    def disk_progress(self, key: int, done_bytes: int) -> None:
-        pass
-
-    def disk_done(self, key: int, result: DiskResult) -> None:
-        pass
-
-
 @dataclass(slots=True)
 class DiskResult:
     key: int

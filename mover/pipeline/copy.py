@@ -6,7 +6,7 @@ import asyncio
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mover.aio import first_error
 from mover.extents import Extent
@@ -44,7 +44,6 @@ class CopyStats:
     new_chunks: int = 0
     dedup_chunks: int = 0
     seconds: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 Progress = Callable[[int], None]
@@ -99,9 +98,9 @@ async def copy_disk(transport: Transport, reads: Iterable[Extent], index: FixedI
 
     async def flush() -> None:
         """Sync the sink, then record the blocks stored before the sync started."""
-        nonlocal batch, batch_bytes
+        nonlocal batch
         async with syncing:
-            done, batch, batch_bytes = batch, [], 0
+            done, batch = batch, []
             await asyncio.to_thread(processor.sync)
             if recorder is not None and done:
                 recorder(done)
@@ -130,6 +129,7 @@ async def copy_disk(transport: Transport, reads: Iterable[Extent], index: FixedI
             batch.extend(results)
             batch_bytes += length
             if batch_bytes >= SYNC_EVERY and not syncing.locked():
+                batch_bytes = 0  # here, not in flush: one crossing schedules one sync
                 group.create_task(flush())
             if progress is not None:
                 progress(length)
