@@ -142,7 +142,7 @@ async def _pipeline(lab: Lab, flat: str, capacity: int, reads: list[Extent], blo
     sink: Any = repo.chunks
     if timeline is not None:
         sink = _TimedSink(repo.chunks, timeline.store, t0)
-    processor: Any = BlockProcessor(sink, block_size, repo.config.level)
+    processor: Any = BlockProcessor(sink, block_size)
     if timeline is not None:
         processor = _TimedProcessor(processor, timeline.process, t0)
     connector = aiohttp.TCPConnector(limit=fetchers)
@@ -238,8 +238,8 @@ class _TimedSink:
     def has(self, digest: bytes) -> bool:
         return bool(self._inner.has(digest))
 
-    def put(self, digest: bytes, blob: bytes) -> bool:
-        stored = bool(self._inner.put(digest, blob))
+    def put(self, digest: bytes, block: Any) -> int:
+        stored = int(self._inner.put(digest, block))
         if stored:
-            self._events.append((time.monotonic() - self._t0, len(blob)))
+            self._events.append((time.monotonic() - self._t0, stored))
         return stored

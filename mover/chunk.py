@@ -36,7 +36,7 @@ HEADER_SIZE = _HEADER.size
 _PROBE = 4096
 
 
-def digest(data: bytes | memoryview) -> bytes:
+def digest(data: bytes | bytearray | memoryview) -> bytes:
     """The 32-byte SHA-256 of ``data``: the chunk's address."""
     return hashlib.sha256(data).digest()
 

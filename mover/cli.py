@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from mover import __version__, jobfile
 from mover.errors import Interrupted, MoverError, UsageError
+from mover.jobs import maintenance
 from mover.jobs.backup import run_backup
 from mover.jobs.reporting import BackupResult
 from mover.jobs.restore import run_restore
@@ -27,6 +28,7 @@ from mover.jobs.settings import BackupSettings, RestoreSettings
 from mover.pipeline.copy import PipelineSettings
 from mover.progress import BarReporter, JsonReporter, human_bytes
 from mover.repo import Repository
+from mover.retention import RULES, KeepPolicy
 from mover.vsphere.address import ServerAddress, TlsPolicy
 from mover.vsphere.session import Credentials
 
@@ -71,6 +73,9 @@ def parser() -> argparse.ArgumentParser:
                    help="retries the whole job may make, all disks together")
     b.add_argument("--keepalive", type=float, default=knobs.keepalive, metavar="SECONDS",
                    help="ping the vSphere session this often while copying (0: never)")
+    b.add_argument("--checkpoint-every", type=int, default=knobs.sync_every // MiB,
+                   metavar="MiB", help="make stored data durable and resumable after this "
+                   "much is read (a crash costs at most this much again)")
     b.add_argument("--json", action="store_true", help="JSON lines on stdout, result last")
 
     r = sub.add_parser("restore", parents=[common],
@@ -92,9 +97,40 @@ def parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", parents=[common], help="check a repository's indexes and chunks")
     v.add_argument("--repo", required=True, type=Path)
+    v.add_argument("--backup", help="check only this backup")
     v.add_argument("--read-data", action="store_true", help="decode and hash every chunk")
+    v.add_argument("--read-data-subset", metavar="K/N",
+                   help="read only part K of N of the chunks (spread reading over N runs)")
     v.add_argument("--json", action="store_true")
+
+    f = sub.add_parser("forget", parents=[common],
+                       help="remove backups by keep rules (their data goes at the next gc)")
+    f.add_argument("--repo", required=True, type=Path)
+    f.add_argument("--vm", help="only this VM's backups (name or instance UUID)")
+    for rule in RULES:
+        f.add_argument(f"--keep-{rule}", type=int, metavar="N", help=_KEEP_HELP[rule])
+    f.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    f.add_argument("--json", action="store_true")
+
+    g = sub.add_parser("gc", parents=[common],
+                       help="remove data no backup needs; waits for running backups")
+    g.add_argument("--repo", required=True, type=Path)
+    g.add_argument("--dry-run", action="store_true", help="count what would be freed")
+    g.add_argument("--repack-threshold", type=float, default=0.5, metavar="FRACTION",
+                   help="rewrite packs with more than this fraction of garbage (default 0.5)")
+    g.add_argument("--json", action="store_true")
+
+    rp = sub.add_parser("repair", parents=[common], help="rebuild pack indexes from the packs")
+    rp.add_argument("what", choices=["index"])
+    rp.add_argument("--repo", required=True, type=Path)
+    rp.add_argument("--json", action="store_true")
     return top
+
+
+_KEEP_HELP = {"last": "keep the N newest backups"} | {
+    rule: f"keep the newest backup of each of the N newest {period}s that have one"
+    for rule, period in (("hourly", "hour"), ("daily", "day"), ("weekly", "ISO week"),
+                         ("monthly", "month"), ("yearly", "year"))}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,6 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _restore(args)
         if args.command == "list":
             return _list(args)
+        if args.command == "forget":
+            return _forget(args)
+        if args.command == "gc":
+            return _gc(args)
+        if args.command == "repair":
+            return _repair(args)
         return _verify(args)
     except MoverError as exc:
         return _fail(exc, args.json)
@@ -188,12 +230,14 @@ def _pipeline(args: argparse.Namespace) -> PipelineSettings:
                              ("--idle-timeout", args.idle_timeout > 0, "above 0"),
                              ("--read-attempts", args.read_attempts >= 1, "at least 1"),
                              ("--retry-budget", args.retry_budget >= 0, "at least 0"),
-                             ("--keepalive", args.keepalive >= 0, "at least 0")):
+                             ("--keepalive", args.keepalive >= 0, "at least 0"),
+                             ("--checkpoint-every", args.checkpoint_every >= 1, "at least 1")):
         if not ok:
             raise UsageError(f"{option} must be {rule}")
     return PipelineSettings(fetchers=max(1, args.fetchers), read_timeout=args.read_timeout,
                             idle_timeout=args.idle_timeout, read_attempts=args.read_attempts,
-                            retry_budget=args.retry_budget, keepalive=args.keepalive)
+                            retry_budget=args.retry_budget, keepalive=args.keepalive,
+                            sync_every=args.checkpoint_every * MiB)
 
 
 def _run_async(coro: Coroutine[Any, Any, T]) -> T:
@@ -264,15 +308,68 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    repo = Repository.open(args.repo, create=False)
-    problems = repo.verify(read_data=args.read_data)
+    subset = (1, 1)
+    if args.read_data_subset is not None:
+        k, _, n = args.read_data_subset.partition("/")
+        if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+            raise UsageError(f"--read-data-subset {args.read_data_subset!r} must be K/N with "
+                             "1 <= K <= N, e.g. 1/7")
+        subset = (int(k), int(n))
+    problems = maintenance.check(args.repo, args.read_data or args.read_data_subset is not None,
+                                 subset, args.backup)
     if args.json:
-        print(json.dumps({"status": "ok" if not problems else "damaged", "problems": problems}))
+        print(json.dumps({"status": "ok" if not problems else "damaged",
+                          "problems": [p.to_json() for p in problems]}))
     else:
         for p in problems:
-            print(f"problem: {p}")
-        print("repository OK" if not problems else f"{len(problems)} problems found")
+            print(f"problem: {p.message}")
+        print("repository OK" if not problems else f"{len(problems)} problems found; "
+              "restoring an affected disk fails: restore the others, take a new full "
+              "backup of the affected VMs (--full), then `mover gc`")
     return 0 if not problems else 10
+
+
+def _forget(args: argparse.Namespace) -> int:
+    policy = KeepPolicy(**{rule: getattr(args, f"keep_{rule}") for rule in RULES})
+    result = maintenance.forget(args.repo, policy, args.vm, args.dry_run)
+    if args.json:
+        print(json.dumps({"status": "ok", **result.to_json()}, sort_keys=True))
+        return 0
+    verb = "would forget" if args.dry_run else "forgot"
+    for kept in result.kept:
+        print(f"keep    {kept['id']}  {kept['vm']:<20} {', '.join(kept['reasons'])}")
+    for gone in result.forgotten:
+        print(f"forget  {gone['id']}  {gone['vm']}")
+    print(f"policy {result.policy}: kept {len(result.kept)}, {verb} {len(result.forgotten)}"
+          f"{'' if args.dry_run else '; run `mover gc` to free their space'}")
+    return 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    if not 0.0 <= args.repack_threshold <= 1.0:
+        raise UsageError("--repack-threshold must be between 0 and 1")
+    report = maintenance.gc(args.repo, args.dry_run, args.repack_threshold,
+                            lambda m: print(f"mover: {m}", file=sys.stderr))
+    if args.json:
+        print(json.dumps({"status": "ok", **report.to_json()}, sort_keys=True))
+        return 0
+    verb = "would free" if args.dry_run else "freed"
+    print(f"gc: {report.live_chunks} chunks in use; {report.packs_deleted} of "
+          f"{report.packs_before} packs removed ({report.packs_repacked} repacked into "
+          f"{report.packs_written}, {report.orphan_packs} unindexed), "
+          f"{report.chunks_removed} chunks removed, {verb} {human_bytes(report.bytes_freed)}"
+          f" of {human_bytes(report.bytes_before)}")
+    return 0
+
+
+def _repair(args: argparse.Namespace) -> int:
+    done = maintenance.repair(args.repo)
+    if args.json:
+        print(json.dumps({"status": "ok", "done": done}))
+    else:
+        for line in done or ["every pack is indexed; nothing to repair"]:
+            print(line)
+    return 0
 
 
 if __name__ == "__main__":

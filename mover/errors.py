@@ -14,6 +14,7 @@ OSError) are mapped to these at the adapter that meets them, with ``raise ... fr
     ├── TransportError              exit 8   reading disk data failed (HTTP, short reads);
     │                                        ``.transient``: may the same read succeed later
     ├── RepositoryError             exit 9   repository damaged, wrong format, I/O failure
+    │   ├── ObjectMissing           exit 9   the store has no object of that name
     │   └── IntegrityError          exit 10  a chunk or index does not match its digest
     └── Interrupted                 exit 130 stopped by SIGINT/SIGTERM after cleaning up
 """
@@ -78,6 +79,12 @@ class TransportError(MoverError):
 
 class RepositoryError(MoverError):
     exit_code = 9
+
+
+class ObjectMissing(RepositoryError):
+    """A store has no object of the name asked for (``mover.repo.store``). Where a missing
+    object means damage (an index names a chunk whose pack is gone), the repository raises
+    IntegrityError instead."""
 
 
 class IntegrityError(RepositoryError):

@@ -289,7 +289,7 @@ class BackupRun:
         limit = asyncio.Semaphore(self.settings.parallel_disks)
         records: dict[int, DiskRecord] = {}
         config = self.repo.config
-        async with DataPlane(self.settings, self.repo.chunks, config.block_size, config.level,
+        async with DataPlane(self.settings, self.repo.chunks, config.block_size,
                              cookie) as plane:
 
             async def one(plan: DiskPlan) -> None:
@@ -311,15 +311,11 @@ class BackupRun:
         block_size = self.repo.config.block_size
         self.reporter.disk_started(disk.key, disk.label, decision.mode, total(plan.reads))
         journal = pending.journal(disk.key)
-        try:
-            stats = await copy_disk(
-                plane.transport(disk, self.vm.datacenter), plan.reads, index, plane.processor,
-                plane.executor, self.settings.pipeline,
-                progress=lambda n: self.reporter.disk_progress(disk.key, n),
-                recorder=lambda rs: journal.append(((r.block, r.digest) for r in rs), True),
-                stored=lambda rs: journal.append(((r.block, r.digest) for r in rs), False))
-        finally:
-            journal.close()
+        stats = await copy_disk(
+            plane.transport(disk, self.vm.datacenter), plan.reads, index, plane.processor,
+            plane.executor, self.settings.pipeline,
+            progress=lambda n: self.reporter.disk_progress(disk.key, n),
+            recorder=lambda rs: journal.append((r.block, r.digest) for r in rs))
         await asyncio.to_thread(pending.write_index, disk.key, index)
         done = DiskResult(
             key=disk.key, label=disk.label, mode=decision.mode, reason=plan.reason,

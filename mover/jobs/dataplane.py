@@ -24,10 +24,10 @@ class DataPlane:
     While the block runs, the control plane's session is pinged every
     ``settings.pipeline.keepalive`` seconds; a 401 on ``/folder`` refreshes ``cookie``."""
 
-    def __init__(self, settings: BackupSettings, sink: ChunkSink, block_size: int, level: int,
+    def __init__(self, settings: BackupSettings, sink: ChunkSink, block_size: int,
                  cookie: SessionCookie) -> None:
         self.settings = settings
-        self.processor = BlockProcessor(sink, block_size, level)
+        self.processor = BlockProcessor(sink, block_size)
         self.executor = ThreadPoolExecutor(settings.pipeline.workers,
                                            thread_name_prefix="mover-cpu")
         tls = settings.tls

@@ -68,7 +68,7 @@ class Planner:
         if saved is None or why_not is not None:
             if saved is not None:
                 self.note(f"disk {disk.key} starts clean: {why_not}")
-            pending.journal(disk.key, truncate=True).close()
+            await asyncio.to_thread(pending.journal(disk.key).clear)
             return await self._fresh(disk, parent)
         assert self.resuming is not None
         decision = Decision(saved.mode, saved.reason, saved.since,

@@ -11,18 +11,15 @@ from __future__ import annotations
 import collections
 import os
 import stat
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import zstandard
-
-from mover import chunk, clock
+from mover import clock
 from mover.errors import NotFoundError, RepositoryError, UsageError
 from mover.index import FixedIndex
 from mover.jobs.settings import RestoreSettings
-from mover.repo import ChunkStore, Repository
+from mover.repo import Repository
 
 
 @dataclass(slots=True)
@@ -39,6 +36,11 @@ class RestoreResult:
 def run_restore(settings: RestoreSettings) -> RestoreResult:
     started = clock.monotonic()
     repo = Repository.open(settings.repo, create=False)
+    with repo.reading():  # gc waits while a restore reads
+        return _restore(repo, settings, started)
+
+
+def _restore(repo: Repository, settings: RestoreSettings, started: float) -> RestoreResult:
     record = repo.get_backup(settings.backup_id)
     if not any(d.key == settings.disk_key for d in record.disks):
         keys = ", ".join(str(d.key) for d in record.disks)
@@ -49,7 +51,7 @@ def run_restore(settings: RestoreSettings) -> RestoreResult:
     try:
         if not is_device:
             os.ftruncate(fd, index.capacity)
-        written = _write_blocks(fd, index, repo.chunks, is_device, settings.workers)
+        written = _write_blocks(fd, index, repo, is_device, settings.workers)
         os.fsync(fd)
     except OSError as exc:
         os.close(fd)
@@ -89,9 +91,8 @@ def _open_output(path: Path, force: bool) -> tuple[int, bool]:
         raise RepositoryError(f"cannot create {path}: {exc.strerror}") from exc
 
 
-def _write_blocks(fd: int, index: FixedIndex, chunks: ChunkStore, is_device: bool,
+def _write_blocks(fd: int, index: FixedIndex, repo: Repository, is_device: bool,
                   workers: int) -> int:
-    local = threading.local()
     zeros = bytes(index.block_size) if is_device else b""
 
     def block_length(block: int) -> int:
@@ -104,10 +105,7 @@ def _write_blocks(fd: int, index: FixedIndex, chunks: ChunkStore, is_device: boo
             if is_device:
                 os.pwrite(fd, zeros[: block_length(block)], offset)
             return 0
-        decompressor = getattr(local, "d", None)
-        if decompressor is None:
-            decompressor = local.d = zstandard.ZstdDecompressor()
-        data = chunk.decode(chunks.get(digest), digest, decompressor)
+        data = repo.read_block(digest)
         if len(data) != block_length(block):
             raise RepositoryError(f"chunk {digest.hex()} holds {len(data)} bytes, block {block} "
                                   f"needs {block_length(block)}: the index is inconsistent")

@@ -20,15 +20,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import zstandard
-
-from mover import chunk
 from mover.changeid import incremental_base
-from mover.errors import MoverError
 from mover.extents import block_count
 from mover.index import FixedIndex
 from mover.jobs.modes import Decision
-from mover.repo import ChunkStore
+from mover.repo import PackedChunks
 from mover.repo.pending import PendingBackup
 from mover.vsphere.disks import DiskInfo
 
@@ -103,34 +99,21 @@ def resume_since(saved: DiskCheckpoint, disk: DiskInfo, same_snapshot: bool) -> 
     return saved.change_id, None
 
 
-_SYNCED, _UNSYNCED = 1, 2
-
-
 def apply_journal(pending: PendingBackup, key: int, index: FixedIndex,
-                  chunks: ChunkStore) -> tuple[bytearray, int]:
+                  chunks: PackedChunks) -> tuple[bytearray, int]:
     """Put the journaled blocks of disk ``key`` into ``index``. Returns the done-map (one
     byte per block, non-zero = done) and how many blocks it marks.
 
-    A block whose latest record is synced is trusted (its chunk was durable before the
-    record was written). One whose latest record is not yet synced (stored within the last
-    sync interval before the run stopped) is trusted only if its chunk decodes to its
-    digest: after a power loss it may be missing or torn, and is then simply read again."""
+    Every journal record names a chunk that was durable and indexed when the record was
+    written. A block whose chunk the repository does not know now (its pack index was
+    found damaged) is read again rather than trusted."""
     state = bytearray(block_count(index.capacity, index.block_size))
-    for block, digest, synced in pending.journaled(key):
+    for block, digest in pending.journal(key).read():
         if block < len(state):
             index.set(block, digest)
-            state[block] = _SYNCED if synced else _UNSYNCED
-    decompressor = zstandard.ZstdDecompressor()
-    for block in (b for b, s in enumerate(state) if s == _UNSYNCED):
+            state[block] = 1
+    for block in (b for b, s in enumerate(state) if s):
         digest = index.get(block)
-        if digest is not None and not _intact(chunks, digest, decompressor):
+        if digest is not None and not chunks.has(digest):
             state[block] = 0
     return state, sum(1 for s in state if s)
-
-
-def _intact(chunks: ChunkStore, digest: bytes, decompressor: zstandard.ZstdDecompressor) -> bool:
-    try:
-        chunk.decode(chunks.get(digest), digest, decompressor)
-    except MoverError:
-        return False
-    return True

@@ -30,6 +30,11 @@ class PipelineSettings:
     read_timeout: float = 300.0     # whole request of one read, seconds
     idle_timeout: float = 60.0      # no body bytes for this long, seconds
     keepalive: float = 600.0        # control-plane session keepalive while copying; 0: off
+    # Bytes processed between syncs of the sink. A sync writes the repository's open pack
+    # (however full) and only then are the batch's blocks journaled, so a journal never
+    # names a chunk that is not durable; a crash costs at most this much re-reading on
+    # resume (plus the reads in flight). Larger: fewer, fuller packs, more re-reading.
+    sync_every: int = 64 * 1024 * 1024
 
     def peak_buffers(self) -> int:
         return self.fetchers + self.queue_depth + self.workers
@@ -50,29 +55,21 @@ Progress = Callable[[int], None]
 """Called on the event loop with the number of bytes just processed."""
 
 Recorder = Callable[[list[BlockResult]], None]
-"""Called on the event loop with the blocks of one read once their chunks are stored: the
-place to journal progress for a resume."""
-
-
-SYNC_EVERY = 64 * 1024 * 1024
-"""Bytes processed between syncs of the sink. Each sync makes a batch of chunks durable at
-once (one file-system journal commit instead of two per chunk) and only then are the
-batch's blocks handed to the recorder, so a journal never names a chunk a power loss could
-take; a crash costs at most this much re-reading on resume."""
+"""Called in a worker thread, one call at a time and in order, with blocks whose chunks
+are durable (a sync of the sink covering them returned): the place to journal progress for
+a resume."""
 
 
 async def copy_disk(transport: Transport, reads: Iterable[Extent], index: FixedIndex,
                     processor: BlockProcessor, executor: Executor, settings: PipelineSettings,
                     progress: Progress | None = None,
-                    recorder: Recorder | None = None,
-                    stored: Recorder | None = None) -> CopyStats:
+                    recorder: Recorder | None = None) -> CopyStats:
     """Read every extent of ``reads`` and record each block's digest in ``index``.
 
     When this returns, every chunk the index now names is durable in the sink (it was
-    synced). ``stored`` is called with the blocks of each read as soon as their chunks are
-    stored (they survive the death of the process, not yet a power loss); ``recorder`` is
-    called, in order, with blocks whose chunks are durable. On an error the first failure
-    is raised (other stages are cancelled) and the index must not be committed."""
+    synced). ``recorder`` is called, in order, with blocks whose chunks are durable. On an
+    error the first failure is raised (other stages are cancelled) and the index must not
+    be committed."""
     loop = asyncio.get_running_loop()
     stats = CopyStats()
     pending = iter(reads)
@@ -97,13 +94,18 @@ async def copy_disk(transport: Transport, reads: Iterable[Extent], index: FixedI
             await fetched.put((extent.start, buf, view))
 
     async def flush() -> None:
-        """Sync the sink, then record the blocks stored before the sync started."""
+        """Sync the sink, then record the blocks stored before the sync started (both in a
+        thread: either may wait for the storage)."""
         nonlocal batch
         async with syncing:
             done, batch = batch, []
-            await asyncio.to_thread(processor.sync)
-            if recorder is not None and done:
-                recorder(done)
+
+            def sync_and_record() -> None:
+                processor.sync()
+                if recorder is not None and done:
+                    recorder(done)
+
+            await asyncio.to_thread(sync_and_record)
 
     async def process(group: asyncio.TaskGroup) -> None:
         nonlocal batch_bytes
@@ -124,11 +126,9 @@ async def copy_disk(transport: Transport, reads: Iterable[Extent], index: FixedI
                     stats.bytes_stored += result.stored
                 else:
                     stats.dedup_chunks += 1
-            if stored is not None:
-                stored(results)
             batch.extend(results)
             batch_bytes += length
-            if batch_bytes >= SYNC_EVERY and not syncing.locked():
+            if batch_bytes >= settings.sync_every and not syncing.locked():
                 batch_bytes = 0  # here, not in flush: one crossing schedules one sync
                 group.create_task(flush())
             if progress is not None:

@@ -1,29 +1,30 @@
-"""The CPU stage, run in executor threads: zero check, digest, dedup check, compress, store.
+"""The CPU stage, run in executor threads: zero check, digest, dedup check, store.
 
 hashlib and zstandard release the GIL on large buffers, so these threads use every core.
-python-zstandard forbids sharing a compressor between threads: each thread keeps its own.
+The sink encodes (compresses) what it stores, in the calling thread: the compression of
+the pipeline happens here, in the executor, but only the repository knows the codec.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Protocol
-
-import zstandard
 
 from mover import chunk
 
 
 class ChunkSink(Protocol):
-    """Where chunks go. Contract: thread-safe; ``put`` is atomic and idempotent (returns
-    False when the chunk was already stored); ``sync`` makes every chunk put or seen by
-    ``has`` before it started durable. Nothing may name a chunk durably (journal, index,
-    backup record) before a ``sync`` covering it has returned."""
+    """Where chunks go. Contract: thread-safe; ``digest`` is the repository's chunk address
+    of a block; ``put`` stores a block under its digest unless already stored and returns
+    the bytes it added (0: already there, a dedup hit); ``sync`` makes every chunk put (or
+    found by ``has``) before it started durable. Nothing may name a chunk durably (journal,
+    index, backup record) before a ``sync`` covering it has returned."""
+
+    def digest(self, block: bytes | bytearray | memoryview) -> bytes: ...
 
     def has(self, digest: bytes) -> bool: ...
 
-    def put(self, digest: bytes, blob: bytes) -> bool: ...
+    def put(self, digest: bytes, block: bytes | bytearray | memoryview) -> int: ...
 
     def sync(self) -> None: ...
 
@@ -38,18 +39,9 @@ class BlockResult:
 class BlockProcessor:
     """Turns the bytes of one read (whole blocks from a block-aligned offset) into chunks."""
 
-    def __init__(self, sink: ChunkSink, block_size: int, level: int) -> None:
+    def __init__(self, sink: ChunkSink, block_size: int) -> None:
         self._sink = sink
         self._block_size = block_size
-        self._level = level
-        self._local = threading.local()
-
-    def _compressor(self) -> zstandard.ZstdCompressor:
-        compressor: zstandard.ZstdCompressor | None = getattr(self._local, "compressor", None)
-        if compressor is None:
-            compressor = zstandard.ZstdCompressor(level=self._level)
-            self._local.compressor = compressor
-        return compressor
 
     def sync(self) -> None:
         """Make the chunks stored so far durable (blocking I/O: run it in a thread)."""
@@ -64,12 +56,8 @@ class BlockProcessor:
             if chunk.is_zero(block):
                 results.append(BlockResult(first + i, None, 0))
                 continue
-            digest = chunk.digest(block)
-            stored = 0
+            digest = self._sink.digest(block)
             # Checking first saves compressing a block the repository already holds.
-            if not self._sink.has(digest):
-                blob = chunk.encode(block, self._compressor())
-                if self._sink.put(digest, blob):
-                    stored = len(blob)
+            stored = 0 if self._sink.has(digest) else self._sink.put(digest, block)
             results.append(BlockResult(first + i, digest, stored))
         return results

@@ -7,17 +7,21 @@ hash would not deduplicate and indexes would not line up, so they are never chan
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+import secrets
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mover.errors import RepositoryError
-from mover.repo.atomic import write_atomic
+from mover.repo.codec import ChunkCodec
 
 FORMAT = "mover-repository"
-VERSION = 1
+VERSION = 2
 MIN_BLOCK = 4096
 MAX_BLOCK = 64 * 1024 * 1024
+
+
+def _new_id() -> str:
+    return secrets.token_hex(16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,7 @@ class RepoConfig:
     hash: str = "sha256"
     compression: str = "zstd"
     level: int = 3
+    id: str = field(default_factory=_new_id)    # names this repository (snapshots, locks)
 
     def __post_init__(self) -> None:
         bs = self.block_size
@@ -43,44 +48,50 @@ class RepoConfig:
         if not 1 <= self.level <= 22:
             raise RepositoryError(f"zstd level {self.level} is outside 1..22")
 
+    def codec(self) -> ChunkCodec:
+        """The one chunk codec of this repository."""
+        return ChunkCodec(self.level)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), indent=2, sort_keys=True).encode() + b"\n"
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    def save(self, path: Path, tmp_dir: Path | None = None) -> None:
-        """Write ``config.json`` atomically (see :func:`write_atomic`)."""
-        data = json.dumps(self.to_json(), indent=2, sort_keys=True).encode() + b"\n"
-        write_atomic(path, data, tmp_dir)
-
     @classmethod
-    def load(cls, path: Path) -> RepoConfig:
-        """Read ``config.json``; RepositoryError names the file and the fix on any problem.
+    def parse(cls, data: bytes, source: str) -> RepoConfig:
+        """Read ``config.json``; RepositoryError names ``source`` and the fix on any problem.
 
-        Unknown keys are ignored, so a later version 1 mover may add optional settings.
+        Unknown keys are ignored, so a later version 2 mover may add optional settings.
         """
         try:
-            data = json.loads(path.read_bytes())
-        except FileNotFoundError as exc:
-            raise RepositoryError(f"{path} is missing: this is not a mover repository "
-                                  "(check the path)") from exc
-        except (OSError, ValueError) as exc:
-            raise RepositoryError(f"{path} is damaged ({exc}); restore it from a copy, "
+            values = json.loads(data)
+        except ValueError as exc:
+            raise RepositoryError(f"{source} is damaged ({exc}); restore it from a copy, "
                                   "its keys are listed in docs/repository.md") from exc
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise RepositoryError(f"{path} does not describe a {FORMAT} (format "
-                                  f"{data.get('format') if isinstance(data, dict) else None!r})")
-        if data.get("version") != VERSION:
-            raise RepositoryError(f"{path} has format version {data.get('version')!r}, this "
-                                  f"mover reads version {VERSION}: use a matching mover")
-        values = {}
-        for name, field in cls.__dataclass_fields__.items():
-            if name not in data:
-                raise RepositoryError(f"{path} lacks the key {name!r}; restore it from a copy, "
-                                      "its keys are listed in docs/repository.md")
-            if type(data[name]) is not type(field.default):
-                raise RepositoryError(f"{path}: {name} must be a {type(field.default).__name__},"
-                                      f" not {data[name]!r}; restore it from a copy")
-            values[name] = data[name]
+        if not isinstance(values, dict) or values.get("format") != FORMAT:
+            found = values.get("format") if isinstance(values, dict) else None
+            raise RepositoryError(f"{source} does not describe a {FORMAT} (format {found!r})")
+        if values.get("version") == 1:
+            raise RepositoryError(
+                f"{source} is a repository of format version 1 (one file per chunk); this "
+                f"mover reads and writes version {VERSION} (pack files). Start a new "
+                "repository for new backups (another --repo); the old one stays readable by "
+                "mover 0.1, which restores its backups")
+        if values.get("version") != VERSION:
+            raise RepositoryError(f"{source} has format version {values.get('version')!r}, "
+                                  f"this mover reads version {VERSION}: use a matching mover")
+        known = {}
+        for name, spec in cls.__dataclass_fields__.items():
+            if name not in values:
+                raise RepositoryError(f"{source} lacks the key {name!r}; restore it from a "
+                                      "copy, its keys are listed in docs/repository.md")
+            default = spec.default if name != "id" else ""
+            if type(values[name]) is not type(default):
+                raise RepositoryError(f"{source}: {name} must be a {type(default).__name__}, "
+                                      f"not {values[name]!r}; restore it from a copy")
+            known[name] = values[name]
         try:
-            return cls(**values)
+            return cls(**known)
         except RepositoryError as exc:
-            raise RepositoryError(f"{path}: {exc}; restore it from a copy") from exc
+            raise RepositoryError(f"{source}: {exc}; restore it from a copy") from exc

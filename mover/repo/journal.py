@@ -1,102 +1,100 @@
-"""The block journal of a pending backup: which blocks of a disk are already stored.
+"""The block journal of a pending backup: which blocks of a disk are durably stored.
 
-``disk-<key>.journal`` is append-only. Each record is 44 bytes, little-endian: a u64 whose
-low 63 bits are the block number and whose top bit is set while the block's chunk is *not
-yet synced*, its digest (32 bytes; all zeros for an all-zero block), and a CRC-32 of those 40
-bytes. A block gets a record as soon as its chunk is stored (that record survives the death
-of the process: it is in the page cache) and a second, synced one once a sync of the chunk
-store made the chunk durable (that record survives a power loss too). A later record for a
-block supersedes an earlier one. Readers stop at the first record that is short or fails its
-CRC (a torn write); a writer reopening the journal first cuts such a tail off.
+``journal-<key>/<seq>`` are the segments of one disk's journal, each one object written
+once (``Store.put``), in ``seq`` order. A segment is a run of 44-byte little-endian records:
+a u64 block number, the block's digest (32 bytes; all zeros for an all-zero block) and a
+CRC-32 of those 40 bytes. A record is written only after a ``sync`` of the chunk store made
+its chunk durable and indexed, so every record can be trusted as it is. A later record for
+a block supersedes an earlier one.
+
+A segment that begins with the ``RESET`` record replaces every earlier segment (it is how
+a resume onto a new snapshot forgets blocks that changed since: ``rewrite``). Readers start
+at the last such segment, so a crash between writing it and deleting the older segments
+changes nothing.
 """
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
-from mover.repo.ioerrors import io_error
+from mover.errors import IntegrityError
+from mover.repo import layout
+from mover.repo.store import Store
 
 _BODY = struct.Struct("<Q32s")
-_RECORD = struct.Struct("<Q32sI")
-RECORD_SIZE = _RECORD.size
+RECORD_SIZE = _BODY.size + 4
 ZERO = bytes(32)
-_UNSYNCED = 1 << 63
+RESET = (1 << 63) - 1
 
 
-def journal_name(key: int) -> str:
-    return f"disk-{key}.journal"
+def _encode(entries: Iterable[tuple[int, bytes | None]]) -> bytearray:
+    out = bytearray()
+    for block, digest in entries:
+        body = _BODY.pack(block, digest or ZERO)
+        out += body + struct.pack("<I", zlib.crc32(body))
+    return out
 
 
-class JournalWriter:
-    """Appends records for one disk. Not thread-safe: one writer per disk, on one thread."""
+class Journal:
+    """The journal of one disk of one pending backup. One writer (the disk's copy)."""
 
-    def __init__(self, path: Path, truncate: bool = False) -> None:
-        self.path = path
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-        try:
-            self._fd = os.open(path, flags | (os.O_TRUNC if truncate else 0), 0o644)
-            if not truncate:  # appending behind a torn record would hide every later one
-                os.ftruncate(self._fd, _intact_length(path))
-        except OSError as exc:
-            raise io_error(f"cannot open journal {path}", exc) from exc
+    def __init__(self, store: Store, vm: str, backup_id: str, key: int) -> None:
+        self.store = store
+        self.prefix = layout.journal_prefix(vm, backup_id, key)
+        self._vm, self._id, self._key = vm, backup_id, key
+        self._next = self._last() + 1
 
-    def append(self, entries: Iterable[tuple[int, bytes | None]], synced: bool) -> None:
-        """One write for all ``entries`` (block, digest or None for a zero block)."""
-        flag = 0 if synced else _UNSYNCED
-        out = bytearray()
-        for block, digest in entries:
-            body = _BODY.pack(block | flag, digest or ZERO)
-            out += body + struct.pack("<I", zlib.crc32(body))
-        if out:
-            try:
-                os.write(self._fd, out)
-            except OSError as exc:
-                raise io_error(f"cannot append to journal {self.path}", exc) from exc
+    def _segments(self) -> list[str]:
+        return list(self.store.list(self.prefix))
 
-    def sync(self) -> None:
-        os.fsync(self._fd)
+    def _last(self) -> int:
+        names = self._segments()
+        return int(names[-1][len(self.prefix):]) if names else -1
 
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+    def append(self, entries: Iterable[tuple[int, bytes | None]]) -> None:
+        """One segment with a record for each (block, digest or None for a zero block)."""
+        self._put(_encode(entries))
 
+    def rewrite(self, entries: Iterable[tuple[int, bytes | None]]) -> None:
+        """Replace the whole journal by records for exactly ``entries``, atomically."""
+        older = self._segments()
+        self._put(_encode([(RESET, None)]) + _encode(entries), force=True)
+        for name in older:
+            self.store.delete(name)
 
-def read_journal(path: Path) -> Iterator[tuple[int, bytes | None, bool]]:
-    """Every intact record in order: (block, digest or None for a zero block, synced).
-    Streams: memory does not grow with the disk."""
-    for _offset, record in _records(path):
-        block, digest, _ = _RECORD.unpack(record)
-        yield block & ~_UNSYNCED, None if digest == ZERO else digest, not block & _UNSYNCED
+    def clear(self) -> None:
+        """Start the journal afresh (a disk planned from scratch)."""
+        self.rewrite(())
 
+    def _put(self, data: bytearray, force: bool = False) -> None:
+        if not data and not force:
+            return
+        while not self.store.put(layout.journal_segment(self._vm, self._id, self._key,
+                                                        self._next), data):
+            self._next += 1  # taken: an earlier writer of this backup got there first
+        self._next += 1
 
-def _records(path: Path) -> Iterator[tuple[int, bytes]]:
-    try:
-        f = path.open("rb")
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise io_error(f"cannot read journal {path}", exc) from exc
-    offset = 0
-    with f:
-        while len(batch := f.read(RECORD_SIZE * 4096)) >= RECORD_SIZE:
-            for start in range(0, len(batch) - RECORD_SIZE + 1, RECORD_SIZE):
-                record = batch[start : start + RECORD_SIZE]
-                (crc,) = struct.unpack_from("<I", record, _BODY.size)
-                if zlib.crc32(record[: _BODY.size]) != crc:
-                    return  # a torn write: nothing after it can be trusted
-                yield offset, record
-                offset += RECORD_SIZE
-            if len(batch) % RECORD_SIZE:
-                return  # a torn last record
-
-
-def _intact_length(path: Path) -> int:
-    end = 0
-    for offset, _ in _records(path):
-        end = offset + RECORD_SIZE
-    return end
+    def read(self) -> Iterator[tuple[int, bytes | None]]:
+        """Every record in order from the last reset: (block, digest or None). Streams:
+        memory does not grow with the disk. IntegrityError names a damaged segment."""
+        names = self._segments()
+        start = 0
+        for at in range(len(names) - 1, -1, -1):
+            head = self.store.get(names[at], 0, RECORD_SIZE)
+            if len(head) == RECORD_SIZE and _BODY.unpack_from(head)[0] == RESET:
+                start = at
+                break
+        for name in names[start:]:
+            data = self.store.get(name)
+            if len(data) % RECORD_SIZE:
+                raise IntegrityError(f"journal segment {name} is torn ({len(data)} bytes)")
+            for offset in range(0, len(data), RECORD_SIZE):
+                body = data[offset:offset + _BODY.size]
+                (crc,) = struct.unpack_from("<I", data, offset + _BODY.size)
+                if zlib.crc32(body) != crc:
+                    raise IntegrityError(f"journal segment {name} is damaged at {offset}")
+                block, digest = _BODY.unpack(body)
+                if block != RESET:
+                    yield block, None if digest == ZERO else digest

@@ -2,143 +2,103 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import shutil
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from mover.errors import RepositoryError
+from mover.errors import ObjectMissing, RepositoryError
 from mover.index import FixedIndex
-from mover.repo import locks
-from mover.repo.atomic import fsync_dir, write_atomic
-from mover.repo.ioerrors import io_error
-from mover.repo.journal import JournalWriter, journal_name, read_journal
+from mover.repo import layout
+from mover.repo.journal import Journal
+from mover.repo.locks import Lock
 from mover.repo.records import BackupRecord
-
-RECORD = "backup.json"
-CHECKPOINT = "checkpoint.json"
-
-
-def index_name(key: int) -> str:
-    return f"disk-{key}.idx"
+from mover.repo.store import Store
 
 
 class PendingBackup:
-    """The directory of an uncommitted backup, plus the locks that mark it as running.
+    """An uncommitted backup (``backups/<vm>/<id>/`` without ``backup.json``) and the locks
+    that mark it as running.
 
     Invisible to readers until :meth:`commit` writes ``backup.json``. Use it as a context
     manager: leaving the block without a commit aborts. ``write_index`` may be called from
     several threads (one per disk); ``commit`` and ``abort`` from one.
     """
 
-    def __init__(self, directory: Path, tmp_dir: Path, backup_id: str, vm_instance_uuid: str,
-                 held: list[tuple[int, Path | None]], marker: Path | None = None,
-                 sync: Callable[[], None] | None = None) -> None:
-        self.directory = directory
+    def __init__(self, store: Store, vm_instance_uuid: str, backup_id: str,
+                 held: list[Lock]) -> None:
+        self.store = store
         self.backup_id = backup_id
         self.vm_instance_uuid = vm_instance_uuid
-        self._tmp_dir = tmp_dir
-        self._held = held            # (lock fd, lock file to remove when done)
-        self._marker = marker        # mover.repo.dirty: removed after a final sync
-        self._sync = sync
+        self.prefix = layout.backup_dir(vm_instance_uuid, backup_id)
+        self._held = held
         self._written: set[int] = set()
         self._guard = threading.Lock()
         self._done = False
 
     def write_index(self, key: int, index: FixedIndex) -> None:
-        """Store the index of disk ``key`` atomically and durably (replacing an earlier one)."""
-        path = self.directory / index_name(key)
+        """Store the index of disk ``key`` (replacing an earlier one of this backup)."""
         self._check_open()
-        try:
-            write_atomic(path, index.to_bytes(), self._tmp_dir)
-        except OSError as exc:
-            raise io_error(f"cannot write index {path}", exc) from exc
+        self.store.put(layout.disk_index(self.vm_instance_uuid, self.backup_id, key),
+                       index.to_bytes(), replace=True)
         with self._guard:
             self._written.add(key)
 
     def write_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store what a later run needs to resume this backup (atomically, durably). A
-        pending directory with a checkpoint is kept when the run fails or is interrupted."""
+        """Store what a later run needs to resume this backup. A pending backup with a
+        checkpoint is kept when the run fails or is interrupted."""
         self._check_open()
-        path = self.directory / CHECKPOINT
         data = json.dumps(checkpoint, indent=2, sort_keys=True).encode() + b"\n"
-        try:
-            write_atomic(path, data, self._tmp_dir)
-            fsync_dir(self.directory.parent)
-        except OSError as exc:
-            raise io_error(f"cannot write checkpoint {path}", exc) from exc
+        self.store.put(layout.checkpoint(self.vm_instance_uuid, self.backup_id), data,
+                       replace=True)
 
     def read_checkpoint(self) -> dict[str, Any] | None:
-        return read_checkpoint(self.directory)
+        return read_checkpoint(self.store, self.vm_instance_uuid, self.backup_id)
 
-    def journal(self, key: int, truncate: bool = False) -> JournalWriter:
-        """The journal of disk ``key``; ``truncate`` starts it afresh."""
+    def journal(self, key: int) -> Journal:
         self._check_open()
-        return JournalWriter(self.directory / journal_name(key), truncate)
+        return Journal(self.store, self.vm_instance_uuid, self.backup_id, key)
 
     def rewrite_journal(self, key: int, index: FixedIndex, done: bytes | bytearray,
                         sync: Callable[[], None]) -> None:
-        """Replace the journal of disk ``key`` by synced records of exactly the blocks
-        marked in ``done`` (with their digests in ``index``), atomically. ``sync`` makes
-        their chunks durable first, so the records may say so."""
-        self._check_open()
+        """Replace the journal of disk ``key`` by records of exactly the blocks marked in
+        ``done`` (with their digests in ``index``), atomically. ``sync`` makes their chunks
+        durable first, so the records may name them."""
         sync()
-        path = self.directory / journal_name(key)
-        temp = path.with_suffix(".rewrite")
-        writer = JournalWriter(temp, truncate=True)
-        try:
-            writer.append(((b, index.get(b)) for b, d in enumerate(done) if d), synced=True)
-            writer.sync()
-        finally:
-            writer.close()
-        try:
-            os.replace(temp, path)
-            fsync_dir(self.directory)
-        except OSError as exc:
-            raise io_error(f"cannot replace journal {path}", exc) from exc
-
-    def journaled(self, key: int) -> Iterator[tuple[int, bytes | None, bool]]:
-        """The journal of disk ``key`` as written by an earlier run (see ``read_journal``)."""
-        return read_journal(self.directory / journal_name(key))
+        entries: Iterable[tuple[int, bytes | None]] = (
+            (b, index.get(b)) for b, d in enumerate(done) if d)
+        self.journal(key).rewrite(entries)
 
     def commit(self, record: BackupRecord) -> None:
         """Write ``backup.json`` last; when this returns, the backup exists and is durable.
 
-        The caller guarantees every chunk the indexes name was stored (``put`` returned).
+        The caller guarantees every chunk the indexes name is durable (a sync returned).
         RepositoryError if the record does not match this backup or lacks a disk index.
         """
         self._check_open()
         missing = sorted({disk.key for disk in record.disks} - self._written)
         if record.id != self.backup_id or record.vm_instance_uuid != self.vm_instance_uuid:
             raise RepositoryError(f"record {record.id} of {record.vm_instance_uuid} does not "
-                                  f"belong to pending backup {self.directory}")
+                                  f"belong to pending backup {self.prefix}")
         if missing:
             raise RepositoryError(f"backup {record.id}: no index written for disks {missing}")
         record.status = "committed"
         data = json.dumps(record.to_json(), indent=2, sort_keys=True).encode() + b"\n"
-        path = self.directory / RECORD
-        try:
-            write_atomic(path, data, self._tmp_dir)
-            # The backup's and the VM's directories were created by begin(): make their
-            # entries durable too, or a crash could lose a "committed" backup.
-            fsync_dir(self.directory.parent)
-            fsync_dir(self.directory.parent.parent)
-        except OSError as exc:
-            raise io_error(f"cannot commit {path}", exc) from exc
-        for leftover in (CHECKPOINT, *(journal_name(k) for k in self._written)):
-            (self.directory / leftover).unlink(missing_ok=True)
+        if not self.store.put(layout.record(self.vm_instance_uuid, self.backup_id), data):
+            raise RepositoryError(f"backup {record.id} is already committed")
+        for name in list(self.store.list(self.prefix)):
+            if name.endswith("/" + layout.CHECKPOINT) or "/journal-" in name:
+                self.store.delete(name)
         self._finish()
 
     def suspend(self) -> None:
-        """Leave the directory for a later resume and release its locks; an abort if no
-        checkpoint was written (nothing could be resumed from it)."""
+        """Leave the pending backup for a later resume and release its locks; an abort if
+        no checkpoint was written (nothing could be resumed from it)."""
         if self._done:
             return
-        if not (self.directory / CHECKPOINT).exists():
+        if self.read_checkpoint() is None:
             self.abort()
             return
         self._finish()
@@ -147,7 +107,8 @@ class PendingBackup:
         """Remove everything this backup wrote; safe to call twice or after a commit."""
         if self._done:
             return
-        shutil.rmtree(self.directory, ignore_errors=True)
+        with contextlib.suppress(RepositoryError):  # what is left, clean_stale sweeps
+            remove_pending(self.store, self.prefix)
         self._finish()
 
     def _check_open(self) -> None:
@@ -156,16 +117,8 @@ class PendingBackup:
 
     def _finish(self) -> None:
         self._done = True
-        try:
-            if self._marker is not None:
-                if self._sync is not None:
-                    self._sync()  # the chunks of this backup are durable: no power-loss check
-                self._marker.unlink(missing_ok=True)
-        except (OSError, RepositoryError):
-            pass  # the marker stays: the next clean_stale syncs or checks instead
-        finally:
-            for fd, remove in reversed(self._held):
-                locks.release(fd, remove)
+        for lock in reversed(self._held):
+            lock.release()
 
     def __enter__(self) -> PendingBackup:
         return self
@@ -175,11 +128,20 @@ class PendingBackup:
         self.abort()
 
 
-def read_checkpoint(directory: Path) -> dict[str, Any] | None:
-    """The checkpoint of a pending backup directory, or None if it has none (or a damaged
-    one: a checkpoint only saves work, so a damaged one means starting clean)."""
+def remove_pending(store: Store, prefix: str) -> None:
+    """Delete the objects of an uncommitted backup; a committed one is left alone."""
+    names = list(store.list(prefix))
+    if any(n.endswith("/" + layout.RECORD) for n in names):
+        return
+    for name in names:
+        store.delete(name)
+
+
+def read_checkpoint(store: Store, vm: str, backup_id: str) -> dict[str, Any] | None:
+    """The checkpoint of a pending backup, or None if it has none (or a damaged one: a
+    checkpoint only saves work, so a damaged one means starting clean)."""
     try:
-        data = json.loads((directory / CHECKPOINT).read_text())
-    except (OSError, ValueError):
+        data = json.loads(store.get(layout.checkpoint(vm, backup_id)))
+    except (ObjectMissing, ValueError):
         return None
     return data if isinstance(data, dict) else None

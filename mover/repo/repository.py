@@ -1,82 +1,82 @@
-"""The local repository: layout, backups and their indexes. See ``docs/repository.md``."""
+"""A repository: its configuration, chunks in packs, and backups. See ``docs/repository.md``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
-from mover import chunk, clock
-from mover.errors import IntegrityError, NotFoundError, RepositoryError
+from mover import clock
+from mover.errors import IntegrityError, NotFoundError, ObjectMissing, RepositoryError
 from mover.index import FixedIndex
-from mover.repo import dirty, locks
-from mover.repo.atomic import fsync_dir, make_dir, write_temp
-from mover.repo.chunks import ChunkStore, LocalChunkStore
+from mover.repo import layout
 from mover.repo.config import RepoConfig
-from mover.repo.ioerrors import io_error
-from mover.repo.pending import RECORD, PendingBackup, index_name, read_checkpoint
+from mover.repo.localstore import LocalStore
+from mover.repo.locks import FileLocks, Lock, Locks
+from mover.repo.packs import PACK_TARGET, PackedChunks
+from mover.repo.pending import PendingBackup, read_checkpoint, remove_pending
 from mover.repo.records import BackupRecord
-from mover.repo.stale import clean_stale
-from mover.repo.verify import verify
+from mover.repo.store import Store
 
-CONFIG = "config.json"
-LAYOUT = ("chunks", "backups", "locks", "tmp")
 # Names a directory may already hold and still become a repository (a fresh mount point).
-_TOLERATED = {*LAYOUT, CONFIG, "lost+found"}
-_BACKUP_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_TOLERATED = {"lost+found", "tmp", "locks"}
 
 
 class Repository:
-    """One repository directory. Thread-safe and safe for several processes; see the package
-    docstring for which operations may run together."""
+    """One repository on one store. Thread-safe and safe for several processes; see the
+    package docstring for which operations may run together."""
 
-    def __init__(self, path: Path, config: RepoConfig) -> None:
-        self.path = path
+    def __init__(self, store: Store, locks: Locks, config: RepoConfig,
+                 pack_target: int = PACK_TARGET) -> None:
+        self.store = store
+        self.locks = locks
         self.config = config
-        self.chunks: ChunkStore = LocalChunkStore(path / "chunks", path / "tmp")
+        self.codec = config.codec()
+        self.chunks = PackedChunks(store, self.codec, pack_target)
+
+    @property
+    def location(self) -> str:
+        return self.store.describe()
 
     @classmethod
-    def open(cls, path: Path, create: bool = True, block_size: int | None = None) -> Repository:
-        """Open the repository at ``path``, creating it (with ``block_size``) if ``create``.
+    def open(cls, path: Path | str, create: bool = True,
+             block_size: int | None = None) -> Repository:
+        """Open the repository directory ``path``, creating it (with ``block_size``) if
+        ``create``. See :meth:`on`."""
+        root = Path(path).absolute()
+        if create and root.exists() and not root.is_dir():
+            raise RepositoryError(f"{root} is not a directory; choose a new or empty one")
+        return cls.on(LocalStore(root), FileLocks(root / "locks"), create, block_size)
 
-        RepositoryError if it is missing and not ``create``, if ``path`` holds something else,
-        or if ``block_size`` contradicts the existing repository's.
+    @classmethod
+    def on(cls, store: Store, locks: Locks, create: bool = True,
+           block_size: int | None = None, pack_target: int = PACK_TARGET) -> Repository:
+        """Open the repository in ``store``, creating it if ``create``.
+
+        RepositoryError if it is missing and not ``create``, if the store holds something
+        else, or if ``block_size`` contradicts the existing repository's.
         """
-        path = Path(path).absolute()
-        config_path = path / CONFIG
-        if config_path.exists():
-            config = RepoConfig.load(config_path)
-        elif not create:
-            raise RepositoryError(f"no mover repository at {path} ({CONFIG} missing); "
-                                  "check the path")
-        else:
-            config = _create(path, RepoConfig() if block_size is None
+        where = store.describe()
+        try:
+            config = RepoConfig.parse(store.get(layout.CONFIG), f"{where}/{layout.CONFIG}")
+        except ObjectMissing:
+            if not create:
+                raise RepositoryError(f"no mover repository at {where} ({layout.CONFIG} "
+                                      "missing); check the path") from None
+            config = _create(store, RepoConfig() if block_size is None
                              else RepoConfig(block_size=block_size))
         if block_size is not None and block_size != config.block_size:
-            raise RepositoryError(f"repository {path} uses block size {config.block_size}, "
+            raise RepositoryError(f"repository {where} uses block size {config.block_size}, "
                                   f"not {block_size}; omit the block size or use another "
                                   "repository")
-        try:
-            for name in LAYOUT:  # an older or damaged layout: the directories are harmless
-                make_dir(path / name)
-        except OSError as exc:
-            raise io_error(f"cannot create the layout of {path}", exc) from exc
-        return cls(path, config)
+        return cls(store, locks, config, pack_target)
 
-    def compressor(self) -> zstandard.ZstdCompressor:
-        """A new compressor at the repository's level; use one per thread."""
-        return zstandard.ZstdCompressor(level=self.config.level)
-
-    def read_block(self, digest: bytes, decompressor: zstandard.ZstdDecompressor) -> bytes:
+    def read_block(self, digest: bytes) -> bytes:
         """The verified bytes of the block with ``digest`` (IntegrityError if damaged)."""
-        return chunk.decode(self.chunks.get(digest), digest, decompressor)
+        return self.chunks.read_block(digest)
 
     @staticmethod
     def new_backup_id() -> str:
@@ -85,75 +85,61 @@ class Repository:
         stamp = clock.now().strftime("%Y%m%dT%H%M%SZ")
         return f"{stamp}-{secrets.token_hex(3)}"
 
+    is_backup_id = staticmethod(layout.is_backup_id)
+
     def begin(self, vm_instance_uuid: str, backup_id: str, resume: bool = False) -> PendingBackup:
         """Start writing backup ``backup_id`` of a VM. Call it before storing the backup's
-        chunks: the shared repository lock it takes is what a future GC will wait for.
+        chunks: the shared repository lock it takes is what gc waits for.
 
-        ``resume`` takes over the pending directory an interrupted run left (see
-        ``resumable``) instead of creating a new one."""
-        _check_name("VM instance UUID", vm_instance_uuid)
-        _check_name("backup id", backup_id)
-        held: list[tuple[int, Path | None]] = []
+        ``resume`` takes over the pending backup an interrupted run left (see
+        ``resumable``) instead of starting a new one."""
+        prefix = _checked(layout.backup_dir, vm_instance_uuid, backup_id)
+        held: list[Lock] = []
         try:
-            shared = locks.acquire(self.path / "locks" / "repository.lock", shared=True)
-            assert shared is not None  # waiting acquire always returns a descriptor
-            held.append((shared, None))
-            own = self.path / "locks" / f"backup-{backup_id}.lock"
-            fd = locks.acquire(own, wait=False)
-            if fd is None:  # a live writer uses this id: fail now rather than wait for it
-                raise FileExistsError(own)
-            held.append((fd, own))
-            directory = self.path / "backups" / vm_instance_uuid / backup_id
-            make_dir(directory.parent)
-            if not resume:
-                directory.mkdir()
-            elif (directory / RECORD).exists() or not directory.is_dir():
-                raise FileExistsError(directory)
-        except FileExistsError as exc:
-            _release(held)
-            raise RepositoryError(f"backup id {backup_id} is already in use") from exc
-        except OSError as exc:
-            _release(held)
-            raise io_error(f"cannot start backup {backup_id} in {self.path}", exc) \
-                from exc
-        try:
-            marker = dirty.mark(self.path / "locks", backup_id)
-        except OSError as exc:
-            _release(held)
-            raise io_error(f"cannot start backup {backup_id} in {self.path}", exc) from exc
-        return PendingBackup(directory, self.path / "tmp", backup_id, vm_instance_uuid, held,
-                             marker, self.chunks.sync)
+            shared = self.locks.acquire(layout.LOCK_REPOSITORY, shared=True)
+            assert shared is not None  # a waiting acquire always returns a lock
+            held.append(shared)
+            own = self.locks.acquire(layout.lock_backup(backup_id), wait=False)
+            if own is None:  # a live writer uses this id: fail now rather than wait for it
+                raise RepositoryError(f"backup id {backup_id} is already in use")
+            held.append(own)
+            names = list(self.store.list(prefix))
+            if resume and (not names or any(n.endswith("/" + layout.RECORD) for n in names)):
+                raise RepositoryError(f"backup {backup_id} cannot be resumed: it is "
+                                      "committed or gone")
+            if not resume and names:
+                raise RepositoryError(f"backup id {backup_id} is already in use")
+            self.chunks.refresh()  # deduplicate against what other writers stored since
+        except BaseException:
+            for lock in reversed(held):
+                lock.release()
+            raise
+        return PendingBackup(self.store, vm_instance_uuid, backup_id, held)
 
     def resumable(self, vm_instance_uuid: str) -> list[tuple[str, dict[str, Any]]]:
         """Pending backups of a VM that left a checkpoint: (backup id, checkpoint), newest
         first. One may still be running; ``begin(resume=True)`` refuses that one."""
-        _check_name("VM instance UUID", vm_instance_uuid)
-        found = []
-        try:
-            directories = sorted(os.scandir(self.path / "backups" / vm_instance_uuid),
-                                 key=lambda e: e.name, reverse=True)
-        except FileNotFoundError:
-            return []
-        for entry in directories:
-            directory = Path(entry.path)
-            if entry.is_dir() and not (directory / RECORD).exists():
-                checkpoint = read_checkpoint(directory)
-                if checkpoint is not None:
-                    found.append((entry.name, checkpoint))
-        return found
-
-    @staticmethod
-    def is_backup_id(text: str) -> bool:
-        """Whether ``text`` has the form of ``new_backup_id``."""
-        return _BACKUP_ID.fullmatch(text) is not None
+        prefix = _checked(layout.vm_backups, vm_instance_uuid)
+        found: dict[str, set[str]] = {}
+        for name in self.store.list(prefix):
+            parts = layout.split_backup(name)
+            if parts is not None:
+                found.setdefault(parts[1], set()).add(parts[2].split("/")[0])
+        result = []
+        for backup_id in sorted(found, reverse=True):
+            if layout.RECORD in found[backup_id] or layout.CHECKPOINT not in found[backup_id]:
+                continue
+            checkpoint = read_checkpoint(self.store, vm_instance_uuid, backup_id)
+            if checkpoint is not None:
+                result.append((backup_id, checkpoint))
+        return result
 
     def is_running(self, backup_id: str) -> bool:
         """Whether some process is writing backup ``backup_id`` now (holds its lock)."""
-        path = self.path / "locks" / f"backup-{backup_id}.lock"
-        fd = locks.acquire(path, wait=False)
-        if fd is None:
+        lock = self.locks.acquire(layout.lock_backup(backup_id), wait=False)
+        if lock is None:
             return True
-        locks.release(fd)
+        lock.release()
         return False
 
     def discard(self, vm_instance_uuid: str, backup_id: str) -> bool:
@@ -168,7 +154,7 @@ class Repository:
     def list_backups(self, vm_instance_uuid: str | None = None) -> list[BackupRecord]:
         """Committed backups, oldest first; IntegrityError names a damaged ``backup.json``."""
         records = []
-        for _path, record in self.scan(vm_instance_uuid):
+        for _name, record in self.scan(vm_instance_uuid):
             if isinstance(record, RepositoryError):
                 raise record
             records.append(record)
@@ -176,10 +162,14 @@ class Repository:
 
     def get_backup(self, backup_id: str) -> BackupRecord:
         """The backup with this id, or NotFoundError."""
-        if _NAME.fullmatch(backup_id):
-            for path in (self.path / "backups").glob(f"*/{backup_id}/{RECORD}"):
-                return _read_record(path)
-        raise NotFoundError(f"backup {backup_id} is not in repository {self.path}; "
+        if layout.is_backup_id(backup_id) or _valid(backup_id):
+            for name, record in self.scan():
+                parts = layout.split_backup(name)
+                if parts is not None and parts[1] == backup_id:
+                    if isinstance(record, RepositoryError):
+                        raise record
+                    return record
+        raise NotFoundError(f"backup {backup_id} is not in repository {self.location}; "
                             "`mover list` shows the backups there")
 
     def latest(self, vm_instance_uuid: str) -> BackupRecord | None:
@@ -187,88 +177,100 @@ class Repository:
         backups = self.list_backups(vm_instance_uuid)
         return backups[-1] if backups else None
 
-    def index_path(self, record: BackupRecord, key: int) -> Path:
-        return self.path / "backups" / record.vm_instance_uuid / record.id / index_name(key)
-
     def read_index(self, record: BackupRecord, key: int) -> FixedIndex:
-        """The index of disk ``key``; IntegrityError naming the file if missing or damaged."""
-        path = self.index_path(record, key)
+        """The index of disk ``key``; IntegrityError naming it if missing or damaged."""
+        name = layout.disk_index(record.vm_instance_uuid, record.id, key)
         try:
-            index = FixedIndex.from_bytes(path.read_bytes())
-        except FileNotFoundError as exc:
-            raise IntegrityError(f"index {path} of backup {record.id} is missing") from exc
-        except OSError as exc:
-            raise io_error(f"cannot read index {path}", exc) from exc
+            index = FixedIndex.from_bytes(self.store.get(name))
+        except ObjectMissing as exc:
+            raise IntegrityError(f"index {name} of backup {record.id} is missing") from exc
         except IntegrityError as exc:
-            raise IntegrityError(f"index {path} is damaged: {exc}") from exc
+            raise IntegrityError(f"index {name} is damaged: {exc}") from exc
         disk = next((d for d in record.disks if d.key == key), None)
         if disk and (disk.capacity, disk.block_size) != (index.capacity, index.block_size):
-            raise IntegrityError(f"index {path} describes {index.capacity} bytes in blocks of "
+            raise IntegrityError(f"index {name} describes {index.capacity} bytes in blocks of "
                                  f"{index.block_size}, the record {disk.capacity}/"
                                  f"{disk.block_size}")
         return index
 
     def scan(self, vm_instance_uuid: str | None = None
-             ) -> Iterator[tuple[Path, BackupRecord | RepositoryError]]:
+             ) -> Iterator[tuple[str, BackupRecord | RepositoryError]]:
         """Every ``backup.json`` with its record or the error reading it (for verify)."""
-        root = self.path / "backups"
-        pattern = f"{vm_instance_uuid}/*/{RECORD}" if vm_instance_uuid else f"*/*/{RECORD}"
-        if vm_instance_uuid is not None:
-            _check_name("VM instance UUID", vm_instance_uuid)
-        for path in sorted(root.glob(pattern)):
+        prefix = layout.BACKUPS if vm_instance_uuid is None else _checked(
+            layout.vm_backups, vm_instance_uuid)
+        for name in self.store.list(prefix):
+            if not name.endswith("/" + layout.RECORD):
+                continue
             try:
-                yield path, _read_record(path)
+                yield name, _read_record(self.store, name)
             except RepositoryError as exc:
-                yield path, exc
+                yield name, exc
+
+    def remove_backup(self, record: BackupRecord) -> None:
+        """Forget a committed backup: its record first (from then on it does not exist),
+        then its indexes. Its chunks stay until gc."""
+        prefix = layout.backup_dir(record.vm_instance_uuid, record.id)
+        self.store.delete(layout.record(record.vm_instance_uuid, record.id))
+        remove_pending(self.store, prefix)
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Hold the repository lock shared while reading (restore, verify): gc, which takes
+        it exclusively, then waits instead of deleting a pack being read. A table loaded
+        before gc ran is rebuilt here."""
+        lock = self.locks.acquire(layout.LOCK_REPOSITORY, shared=True)
+        try:
+            self.chunks.refresh()
+            yield
+        finally:
+            if lock is not None:
+                lock.release()
 
     def verify(self, read_data: bool = False) -> list[str]:
-        """Problems found, one sentence each; empty means healthy (see :func:`verify`)."""
-        return verify(self, read_data)
+        """Problems found, one sentence each; empty means healthy (``mover.repo.verify``)."""
+        from mover.repo.verify import verify
+        with self.reading():
+            return [p.message for p in verify(self, read_data)]
 
-    def clean_stale(self, max_age: float = 3600.0) -> list[Path]:
-        """Remove debris of crashed writers older than ``max_age`` seconds (see
-        :func:`clean_stale`) and return the removed paths."""
+    def clean_stale(self, max_age: float = 3600.0) -> list[str]:
+        """Remove debris of crashed writers older than ``max_age`` seconds
+        (``mover.repo.stale``); returns what was removed."""
+        from mover.repo.stale import clean_stale
         return clean_stale(self, max_age)
 
 
-def _create(path: Path, config: RepoConfig) -> RepoConfig:
-    try:
-        if path.exists() and not {e.name for e in os.scandir(path)} <= _TOLERATED:
-            raise RepositoryError(f"{path} is not empty and not a mover repository; "
-                                  "choose a new or empty directory")
-        for name in ("tmp", *LAYOUT):
-            make_dir(path / name)
-        data = json.dumps(config.to_json(), indent=2, sort_keys=True).encode() + b"\n"
-        temp = write_temp(path / "tmp", data, prefix="config.")
-        try:
-            # link() refuses to replace: of two processes creating one repository at once,
-            # one config wins and the other opens it (and checks its block size).
-            os.link(temp, path / CONFIG)
-        except FileExistsError:
-            return RepoConfig.load(path / CONFIG)
-        finally:
-            temp.unlink(missing_ok=True)
-        fsync_dir(path)
-    except OSError as exc:
-        raise io_error(f"cannot create repository {path}", exc) from exc
+def _create(store: Store, config: RepoConfig) -> RepoConfig:
+    where = store.describe()
+    if any(n.split("/")[0] not in _TOLERATED for n in store.list("")):
+        raise RepositoryError(f"{where} is not empty and not a mover repository; "
+                              "choose a new or empty directory")
+    # Create if absent: of two processes creating one repository at once, one config wins
+    # and the other reads it (and checks its block size).
+    if not store.put(layout.CONFIG, config.to_bytes()):
+        return RepoConfig.parse(store.get(layout.CONFIG), f"{where}/{layout.CONFIG}")
     return config
 
 
-def _read_record(path: Path) -> BackupRecord:
+def _read_record(store: Store, name: str) -> BackupRecord:
     try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise IntegrityError(f"{path} is damaged ({exc}); move its directory away, "
-                             "`mover verify` lists every problem") from exc
-    return BackupRecord.from_json(data, str(path))
+        data = json.loads(store.get(name))
+    except ValueError as exc:
+        raise IntegrityError(f"{store.describe()}/{name} is damaged ({exc}); `mover verify` "
+                             "lists every problem") from exc
+    return BackupRecord.from_json(data, f"{store.describe()}/{name}")
 
 
-def _check_name(what: str, name: str) -> None:
-    # Names become path components: refuse separators, "..", and hidden or empty names.
-    if not _NAME.fullmatch(name):
-        raise RepositoryError(f"{what} {name!r} is not a valid name (letters, digits, ._-)")
+def _valid(name: str) -> bool:
+    try:
+        layout.check_component("backup id", name)
+    except ValueError:
+        return False
+    return True
 
 
-def _release(held: list[tuple[int, Path | None]]) -> None:
-    for fd, remove in reversed(held):
-        locks.release(fd, remove)
+def _checked(make: Any, *parts: str) -> str:
+    """A layout name from user-supplied parts; RepositoryError instead of ValueError."""
+    try:
+        return str(make(*parts))
+    except ValueError as exc:
+        raise RepositoryError(str(exc)) from None

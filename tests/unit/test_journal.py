@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mover.errors import IntegrityError
 from mover.extents import Extent, align, block_count, blocks, without_blocks
-from mover.repo.journal import RECORD_SIZE, JournalWriter, read_journal
+from mover.repo import MemoryStore
+from mover.repo.journal import RECORD_SIZE, Journal
 
 BS = 4096
 
@@ -37,47 +38,53 @@ def test_without_blocks_leaves_exactly_the_blocks_not_done(plan) -> None:
     assert all(e.start % BS == 0 and e.end <= capacity for e in left)
 
 
-def write(path: Path, records: list[tuple[int, bytes | None, bool]]) -> None:
-    writer = JournalWriter(path)
-    for block, digest, synced in records:
-        writer.append([(block, digest)], synced)
-    writer.close()
+def journal(store: MemoryStore | None = None) -> Journal:
+    return Journal(store or MemoryStore(), "vm", "20261125T021500Z-aaaaaa", 2000)
 
 
-def test_journal_round_trip_keeps_order_and_the_synced_flag(tmp_path: Path) -> None:
-    path = tmp_path / "disk-2000.journal"
-    records = [(0, b"a" * 32, False), (1, None, False), (0, b"a" * 32, True),
-               (2**40, b"b" * 32, True)]
-    write(path, records)
-    assert list(read_journal(path)) == records
-    assert path.stat().st_size == 4 * RECORD_SIZE
+def test_journal_round_trip_keeps_order_one_segment_per_append() -> None:
+    j = journal()
+    j.append([(0, b"a" * 32), (1, None)])
+    j.append([(0, b"c" * 32), (2**40, b"b" * 32)])
+    j.append([])                                        # nothing: no segment
+    assert list(j.read()) == [(0, b"a" * 32), (1, None), (0, b"c" * 32), (2**40, b"b" * 32)]
+    segments = list(j.store.list(j.prefix))
+    assert len(segments) == 2 and len(j.store.get(segments[0])) == 2 * RECORD_SIZE
 
 
-def test_a_torn_or_damaged_record_ends_the_journal(tmp_path: Path) -> None:
-    path = tmp_path / "j"
-    write(path, [(i, bytes([i + 1]) * 32, True) for i in range(5)])
-    data = path.read_bytes()
-    path.write_bytes(data[: 3 * RECORD_SIZE + 7])            # torn fourth record
-    assert [b for b, _, _ in read_journal(path)] == [0, 1, 2]
-    damaged = bytearray(data)
-    damaged[RECORD_SIZE + 9] ^= 0xFF                         # bit rot in the second record
-    path.write_bytes(bytes(damaged))
-    assert [b for b, _, _ in read_journal(path)] == [0]
-    assert list(read_journal(tmp_path / "missing")) == []
+def test_a_damaged_segment_is_an_integrity_error() -> None:
+    j = journal()
+    j.append([(i, bytes([i + 1]) * 32) for i in range(5)])
+    (name,) = list(j.store.list(j.prefix))
+    data = bytearray(j.store.get(name))
+    data[RECORD_SIZE + 9] ^= 0xFF
+    j.store.put(name, bytes(data), replace=True)
+    with pytest.raises(IntegrityError, match="damaged"):
+        list(j.read())
+    j.store.put(name, bytes(data[:RECORD_SIZE + 3]), replace=True)
+    with pytest.raises(IntegrityError, match="torn"):
+        list(j.read())
 
 
-def test_reopening_cuts_a_torn_tail_so_new_records_stay_readable(tmp_path: Path) -> None:
-    path = tmp_path / "j"
-    write(path, [(1, None, True), (2, None, True)])
-    path.write_bytes(path.read_bytes()[: RECORD_SIZE + 5])   # the process died mid-write
-    write(path, [(3, None, True)])
-    assert [b for b, _, _ in read_journal(path)] == [1, 3]
+def test_rewrite_replaces_everything_before_it_even_if_old_segments_remain() -> None:
+    store = MemoryStore()
+    j = journal(store)
+    j.append([(7, None), (8, None)])
+    older = list(store.list(j.prefix))
+    j.rewrite([(9, None)])
+    assert list(j.read()) == [(9, None)]
+    for name in older:                                  # as if a crash came before the
+        store.put(name, _segment(7))                    # older segments were deleted
+    assert list(journal(store).read()) == [(9, None)]
+    j2 = journal(store)
+    j2.append([(10, None)])
+    assert list(j2.read()) == [(9, None), (10, None)]
+    j2.clear()
+    assert list(j2.read()) == []
 
 
-def test_truncate_starts_afresh(tmp_path: Path) -> None:
-    path = tmp_path / "j"
-    write(path, [(7, None, True)])
-    writer = JournalWriter(path, truncate=True)
-    writer.append([(8, None)], synced=False)
-    writer.close()
-    assert list(read_journal(path)) == [(8, None, False)]
+def _segment(block: int) -> bytes:
+    other = journal()
+    other.append([(block, None)])
+    (name,) = list(other.store.list(other.prefix))
+    return other.store.get(name)

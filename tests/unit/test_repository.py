@@ -1,4 +1,6 @@
-"""The local repository: layout, config, commit protocol, listing, verify and clean_stale."""
+"""The repository: layout, config, commit protocol, listing, verify and clean_stale.
+
+Most tests run on the memory store (``mem``); those about files run on a directory."""
 
 from __future__ import annotations
 
@@ -8,12 +10,17 @@ import time
 from pathlib import Path
 
 import pytest
-import zstandard
 
-from mover import chunk
 from mover.errors import IntegrityError, NotFoundError, RepositoryError
 from mover.index import FixedIndex
-from mover.repo import BackupRecord, DiskRecord, Repository
+from mover.repo import (
+    BackupRecord,
+    DiskRecord,
+    MemoryLocks,
+    MemoryStore,
+    Repository,
+    layout,
+)
 
 BS = 4096
 VM = "5003a1b2-0000-4000-8000-000000000001"
@@ -40,13 +47,13 @@ def record(backup_id: str, disks: list[DiskRecord], created: str = "2026-11-25T0
 def store_disk(repo: Repository, blocks: list[bytes | None], capacity: int) -> FixedIndex:
     """Store blocks as the pipeline would and return the filled index."""
     index = FixedIndex(capacity, BS)
-    comp = repo.compressor()
     for n, data in enumerate(blocks):
         if data is None:
             continue
-        digest = chunk.digest(data)
-        repo.chunks.put(digest, chunk.encode(data, comp))
+        digest = repo.chunks.digest(data)
+        repo.chunks.put(digest, data)
         index.set(n, digest)
+    repo.chunks.sync()
     return index
 
 
@@ -62,20 +69,30 @@ def backup(repo: Repository, backup_id: str, created: str = "2026-11-25T02:15:00
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Repository:
+def repo() -> Repository:
+    return Repository.on(MemoryStore(), MemoryLocks(), block_size=BS)
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Repository:
     return Repository.open(tmp_path / "repo", block_size=BS)
 
 
-def test_layout_and_config(repo: Repository) -> None:
-    names = sorted(p.name for p in repo.path.iterdir())
-    assert names == ["backups", "chunks", "config.json", "locks", "tmp"]
-    config = json.loads((repo.path / "config.json").read_text())
-    assert config == {"format": "mover-repository", "version": 1, "block_size": BS,
-                      "hash": "sha256", "compression": "zstd", "level": 3}
-    again = Repository.open(repo.path)
-    assert again.config == repo.config
+def test_layout_and_config(local: Repository) -> None:
+    root = Path(local.location)
+    backup(local, "b1")
+    names = sorted(p.name for p in root.iterdir())
+    assert names == ["backups", "config.json", "index", "locks", "packs", "tmp"]
+    config = json.loads((root / "config.json").read_text())
+    assert config == {"format": "mover-repository", "version": 2, "block_size": BS,
+                      "hash": "sha256", "compression": "zstd", "level": 3,
+                      "id": local.config.id}
+    assert len(local.config.id) == 32
+    again = Repository.open(root)
+    assert again.config == local.config
     with pytest.raises(RepositoryError, match="block size 4096, not 8192"):
-        Repository.open(repo.path, block_size=8192)
+        Repository.open(root, block_size=8192)
+    assert list((root / "tmp").iterdir()) == []
 
 
 def test_open_refuses_missing_and_foreign(tmp_path: Path) -> None:
@@ -88,25 +105,31 @@ def test_open_refuses_missing_and_foreign(tmp_path: Path) -> None:
     assert Repository.open(tmp_path / "new").config.block_size == 1048576
 
 
+CONFIG_KEYS = '"hash": "sha256", "compression": "zstd", "level": 3, "id": "x"'
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
         ("{not json", "is damaged"),
-        ('{"format": "other", "version": 1}', "does not describe a mover-repository"),
-        ('{"format": "mover-repository", "version": 2}', "has format version 2"),
-        ('{"format": "mover-repository", "version": 1}', "lacks the key 'block_size'"),
-        ('{"format": "mover-repository", "version": 1, "block_size": "1M", "hash": "sha256",'
-         ' "compression": "zstd", "level": 3}', "block_size must be a int"),
-        ('{"format": "mover-repository", "version": 1, "block_size": 1000, "hash": "sha256",'
-         ' "compression": "zstd", "level": 3}', "not a power of two"),
+        ('{"format": "other", "version": 2}', "does not describe a mover-repository"),
+        ('{"format": "mover-repository", "version": 3}', "has format version 3"),
+        ('{"format": "mover-repository", "version": 1, "block_size": 4096}',
+         "format version 1 .one file per chunk.*new repository"),
+        ('{"format": "mover-repository", "version": 2}', "lacks the key 'block_size'"),
+        ('{"format": "mover-repository", "version": 2, "block_size": "1M", ' + CONFIG_KEYS
+         + "}", "block_size must be a int"),
+        ('{"format": "mover-repository", "version": 2, "block_size": 1000, ' + CONFIG_KEYS
+         + "}", "not a power of two"),
     ],
-    ids=["not-json", "other-format", "newer-version", "missing-key", "wrong-type", "bad-block"],
+    ids=["not-json", "other-format", "newer-version", "version-1", "missing-key",
+         "wrong-type", "bad-block"],
 )
 def test_config_damage(repo: Repository, content: str, message: str) -> None:
-    (repo.path / "config.json").write_text(content)
+    repo.store.put(layout.CONFIG, content.encode(), replace=True)
     with pytest.raises(RepositoryError, match=message) as info:
-        Repository.open(repo.path)
-    assert str(repo.path / "config.json") in str(info.value)
+        Repository.on(repo.store, repo.locks)
+    assert "config.json" in str(info.value)
 
 
 def test_commit_is_atomic(repo: Repository) -> None:
@@ -123,7 +146,7 @@ def test_commit_is_atomic(repo: Repository) -> None:
     got = repo.get_backup("20261125T021500Z-aaaaaa")
     assert got.to_json() == rec.to_json()
     assert repo.read_index(got, 2000) == index
-    assert not any((repo.path / "locks").glob("backup-*"))
+    assert repo.locks.names() == []
 
 
 def test_commit_requires_every_index(repo: Repository) -> None:
@@ -132,15 +155,14 @@ def test_commit_requires_every_index(repo: Repository) -> None:
         pytest.raises(RepositoryError, match=r"no index written for disks \[2000\]"),
     ):
         pending.commit(record("b1", [disk()]))
-    assert not (repo.path / "backups" / VM / "b1").exists()
+    assert list(repo.store.list(layout.BACKUPS)) == []
 
 
 def test_abort_removes_everything(repo: Repository) -> None:
     with pytest.raises(RuntimeError), repo.begin(VM, "b1") as pending:
         pending.write_index(2000, FixedIndex(BS, BS))
         raise RuntimeError("copy failed")
-    assert list((repo.path / "backups" / VM).iterdir()) == []
-    assert list((repo.path / "tmp").iterdir()) == []
+    assert list(repo.store.list(layout.BACKUPS)) == []
     backup(repo, "b2")
     with pytest.raises(RepositoryError, match="already in use"):
         repo.begin(VM, "b2")
@@ -172,39 +194,56 @@ def test_new_backup_ids_sort_and_differ() -> None:
     assert all(len(i) == 23 and i[8] == "T" and i[15:17] == "Z-" for i in ids)
 
 
-def test_read_index_damage_names_file(repo: Repository) -> None:
+def test_read_index_damage_names_the_object(repo: Repository) -> None:
     rec, _ = backup(repo, "b1")
-    path = repo.index_path(rec, 2000)
-    data = bytearray(path.read_bytes())
+    name = layout.disk_index(VM, "b1", 2000)
+    data = bytearray(repo.store.get(name))
     data[-1] ^= 0xFF
-    path.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match=str(path)):
+    repo.store.put(name, bytes(data), replace=True)
+    with pytest.raises(IntegrityError, match=name):
         repo.read_index(rec, 2000)
-    path.unlink()
+    repo.store.delete(name)
     with pytest.raises(IntegrityError, match="missing"):
         repo.read_index(rec, 2000)
 
 
-def test_verify_finds_missing_and_corrupt_chunks(repo: Repository) -> None:
+def flip_chunk(repo: Repository, digest: bytes) -> None:
+    """Flip the last byte of one chunk inside its pack."""
+    pack_id, offset, length = repo.chunks.locate(digest)  # type: ignore[misc]
+    name = layout.pack(pack_id)
+    data = bytearray(repo.store.get(name))
+    data[offset + length - 1] ^= 1
+    repo.store.put(name, bytes(data), replace=True)
+
+
+def test_verify_names_damaged_chunks_with_backup_disk_and_offset(repo: Repository) -> None:
     _, index = backup(repo, "b1")
     assert repo.verify() == [] and repo.verify(read_data=True) == []
-    first, second = index.get(0), index.get(2)
-    assert first is not None and second is not None
-    repo.chunks.delete(first)
-    path = repo.path / "chunks" / second.hex()[:2] / second.hex()[2:4] / second.hex()
-    blob = bytearray(path.read_bytes())
-    blob[-1] ^= 1
-    path.write_bytes(bytes(blob))
+    first = index.get(2)
+    assert first is not None
+    flip_chunk(repo, first)
+    assert repo.verify() == []                                # found only by reading data
+    from mover.repo.verify import verify
+    (problem,) = verify(repo, read_data=True)
+    assert problem.digest == first.hex()
+    assert problem.needed_by == [{"backup": "b1", "vm": "web01", "disk": 2000,
+                                  "offsets": [2 * BS]}]
+    assert f"backup b1 disk 2000 at offset {2 * BS}" in problem.message
+    assert verify(repo, read_data=True, subset=(1, 2)) + verify(
+        repo, read_data=True, subset=(2, 2)) == [problem]    # the subsets split the reading
+
+
+def test_verify_finds_a_missing_pack(repo: Repository) -> None:
+    backup(repo, "b1")
+    for name in list(repo.store.list(layout.PACKS)):
+        repo.store.delete(name)
     problems = repo.verify()
-    assert len(problems) == 1 and first.hex() in problems[0] and "missing" in problems[0]
-    problems = repo.verify(read_data=True)
-    assert len(problems) == 2
-    assert any(second.hex() in p and "b1" in p for p in problems)
+    assert len(problems) == 3 and all("is missing" in p and "backup b1" in p for p in problems)
 
 
 def test_verify_reports_damaged_record(repo: Repository) -> None:
     backup(repo, "b1")
-    (repo.path / "backups" / VM / "b1" / "backup.json").write_text("{")
+    repo.store.put(layout.record(VM, "b1"), b"{", replace=True)
     problems = repo.verify()
     assert len(problems) == 1 and "backup.json is damaged" in problems[0]
     with pytest.raises(IntegrityError):
@@ -215,30 +254,40 @@ def test_read_block_round_trip(repo: Repository) -> None:
     _, index = backup(repo, "b1")
     digest = index.get(0)
     assert digest is not None
-    assert repo.read_block(digest, zstandard.ZstdDecompressor()) == b"a" * BS
+    assert repo.read_block(digest) == b"a" * BS
 
 
-def test_clean_stale(repo: Repository) -> None:
+def test_remove_backup_leaves_the_others(repo: Repository) -> None:
+    first, _ = backup(repo, "b1")
+    backup(repo, "b2")
+    repo.remove_backup(first)
+    assert [r.id for r in repo.list_backups()] == ["b2"]
+    assert all("/b1/" not in n for n in repo.store.list(layout.BACKUPS))
+    assert repo.verify(read_data=True) == []
+
+
+def test_clean_stale(local: Repository) -> None:
+    root = Path(local.location)
     old = time.time() - 7200
-    backup(repo, "done")
-    # a crashed writer: pending directory and temporary, both old, no lock held
-    crashed = repo.path / "backups" / VM / "crashed"
+    backup(local, "done")
+    # a crashed writer: pending objects and a temporary, both old, no lock held
+    crashed = root / "backups" / VM / "crashed"
     crashed.mkdir()
     (crashed / "disk-2000.idx").write_bytes(b"partial")
-    temp = repo.path / "tmp" / ".chunk-x.tmp"
+    temp = root / "tmp" / ".x.tmp"
     temp.write_bytes(b"partial")
-    fresh_temp = repo.path / "tmp" / ".chunk-y.tmp"
+    fresh_temp = root / "tmp" / ".y.tmp"
     fresh_temp.write_bytes(b"in flight")
     # a running writer whose files are just as old
-    running = repo.begin(VM, "running")
+    running = local.begin(VM, "running")
     running.write_index(2000, FixedIndex(BS, BS))
-    for path in [crashed / "disk-2000.idx", crashed, temp, running.directory,
-                 running.directory / "disk-2000.idx"]:
+    directory = root / "backups" / VM / "running"
+    for path in [crashed / "disk-2000.idx", temp, directory / "disk-2000.idx"]:
         os.utime(path, (old, old))
-    removed = repo.clean_stale()
-    assert sorted(removed) == sorted([crashed, temp])
+    removed = local.clean_stale()
+    assert sorted(removed) == sorted([f"backups/{VM}/crashed/", "tmp/.x.tmp"])
     assert not crashed.exists() and not temp.exists() and fresh_temp.exists()
-    assert running.directory.exists()
+    assert directory.exists()
     running.commit(record("running", [disk(capacity=BS)]))
-    assert [r.id for r in repo.list_backups()] == ["done", "running"]
-    assert repo.clean_stale() == []
+    assert [r.id for r in local.list_backups()] == ["done", "running"]
+    assert local.clean_stale() == []

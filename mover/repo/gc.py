@@ -1,0 +1,264 @@
+"""Garbage collection: remove chunks no backup needs, repack packs that are mostly garbage.
+
+Safety rests on the ``repository`` lock (restic's scheme): every backup, resume, restore and
+verify holds it *shared* from start to end; gc holds it *exclusively* from before it reads
+the first index until after its last delete. So no writer can deduplicate against a chunk
+while gc decides whether it is garbage, and no reader can be reading a pack gc deletes.
+A process that loaded its chunk table before gc ran rebuilds it when it next takes the lock
+(``PackedChunks.refresh`` sees index objects gone).
+
+What is *live*: every chunk named by a committed backup's disk indexes, and by a pending
+backup's journals and disk indexes (an interrupted backup keeps what it stored for its
+resume). Everything else is garbage.
+
+Order of the sweep, so that gc killed at any moment leaves every live chunk in an indexed
+pack that exists:
+
+1. repack: for each pack with more garbage than ``repack_threshold`` (and some live
+   chunks), write its live chunks into new packs, each new pack and then its index;
+2. delete the index objects of the packs being removed (their live chunks, if any, are now
+   indexed in the new packs; from here on the old packs are unreferenced);
+3. delete the old packs, and packs no index names (left by a writer killed between
+   writing a pack and its index).
+
+A chunk stored twice (two writers at once) is live only in the pack the table names; the
+other copy is garbage like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mover.errors import IntegrityError, RepositoryError
+from mover.index import FixedIndex
+from mover.repo import layout
+from mover.repo.journal import Journal
+from mover.repo.packfile import (
+    TAIL_SIZE,
+    Entry,
+    PackBuilder,
+    decode_index,
+    encode_index,
+    parse_entries,
+    parse_tail,
+)
+from mover.repo.packs import PACK_TARGET, PackedChunks
+from mover.repo.store import Store
+
+if TYPE_CHECKING:
+    from mover.repo.repository import Repository
+
+
+@dataclass(slots=True)
+class GcReport:
+    live_chunks: int = 0
+    packs_before: int = 0
+    packs_deleted: int = 0
+    packs_repacked: int = 0
+    packs_written: int = 0
+    orphan_packs: int = 0
+    chunks_removed: int = 0
+    bytes_before: int = 0
+    bytes_freed: int = 0
+    objects_deleted: int = 0
+    dry_run: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def live_chunks(repo: Repository) -> set[bytes]:
+    """Every digest a committed or pending backup needs (IntegrityError on a damaged
+    record or index: gc must not guess what it cannot read)."""
+    live: set[bytes] = set()
+    for name, record in repo.scan():
+        if isinstance(record, RepositoryError):
+            raise IntegrityError(f"gc cannot read {name} ({record}); fix or remove it first "
+                                 "(`mover verify` names the problems)")
+        for disk in record.disks:
+            live.update(repo.read_index(record, disk.key).digests())
+    pending: dict[tuple[str, str], set[str]] = {}
+    for name in repo.store.list(layout.BACKUPS):
+        parts = layout.split_backup(name)
+        if parts is not None:
+            pending.setdefault(parts[:2], set()).add(parts[2])
+    for (vm, backup_id), rests in pending.items():
+        if layout.RECORD in rests:
+            continue
+        for rest in rests:
+            if rest.startswith("journal-") and rest.count("/") == 1:
+                key = int(rest.split("/")[0][len("journal-"):])
+                live.update(d for _, d in Journal(repo.store, vm, backup_id, key).read()
+                            if d is not None)
+            elif rest.startswith("disk-") and rest.endswith(".idx"):
+                name = layout.backup_dir(vm, backup_id) + rest
+                live.update(FixedIndex.from_bytes(repo.store.get(name)).digests())
+    return live
+
+
+def pack_entries(store: Store, pack_id: bytes) -> list[Entry]:
+    """The chunks a pack lists in its own trailer (IntegrityError if it is damaged)."""
+    name = layout.pack(pack_id)
+    stat = store.stat(name)
+    if stat is None:
+        raise IntegrityError(f"pack {name} is missing")
+    tail = store.get(name, stat.size - TAIL_SIZE, TAIL_SIZE)
+    _count, table = parse_tail(tail, stat.size)
+    return parse_entries(store.get(name, table, stat.size - TAIL_SIZE - table), tail)
+
+
+def collect(repo: Repository, dry_run: bool = False, repack_threshold: float = 0.5,
+            progress: Callable[[str], None] | None = None,
+            pack_target: int = PACK_TARGET) -> GcReport:
+    """Run gc under the exclusive repository lock (waiting for running backups)."""
+    lock = repo.locks.acquire(layout.LOCK_REPOSITORY, wait=False)
+    if lock is None:
+        if progress is not None:
+            progress("waiting for the backups, restores and verifies that use the repository")
+        lock = repo.locks.acquire(layout.LOCK_REPOSITORY)
+    assert lock is not None
+    try:
+        return _collect(repo, dry_run, repack_threshold, pack_target)
+    finally:
+        lock.release()
+
+
+def _collect(repo: Repository, dry_run: bool, threshold: float, target: int) -> GcReport:
+    store, report = repo.store, GcReport(dry_run=dry_run)
+    table = PackedChunks(store, repo.codec)       # fresh: what the repository holds now
+    if table.damaged:
+        raise IntegrityError(f"pack indexes {', '.join(table.damaged)} are damaged; run "
+                             "`mover repair index` before gc")
+    live = live_chunks(repo)
+    report.live_chunks = len(live)
+    missing = [d for d in live if table.locate(d) is None]
+    if missing:
+        raise IntegrityError(f"{len(missing)} chunks that backups need are in no pack (first "
+                             f"{missing[0].hex()}); run `mover verify`, gc changes nothing")
+    # Which index objects name which packs, and what each pack holds.
+    indexes: dict[str, list[bytes]] = {}
+    holders: dict[bytes, list[str]] = {}
+    for name in store.list(layout.INDEX):
+        packs, _ = decode_index(store.get(name))
+        indexes[name] = packs
+        for pack_id in packs:
+            holders.setdefault(pack_id, []).append(name)
+    sizes: dict[bytes, int] = {}
+    for name in store.list(layout.PACKS):
+        found, stat = layout.pack_id_of(name), store.stat(name)
+        if found is not None and stat is not None:
+            sizes[found] = stat.size
+    report.packs_before = len(sizes)
+    report.bytes_before = sum(sizes.values())
+    remove: list[bytes] = []
+    repack: list[tuple[bytes, list[Entry]]] = []
+    for pack_id in sizes:
+        if pack_id not in holders:
+            report.orphan_packs += 1
+            remove.append(pack_id)
+            continue
+        entries = pack_entries(store, pack_id)
+        keep = [e for e in entries if e.digest in live
+                and (where := table.locate(e.digest)) is not None and where[0] == pack_id]
+        garbage = sum(e.length for e in entries) - sum(e.length for e in keep)
+        report.chunks_removed += len(entries) - len(keep)
+        if not keep:
+            remove.append(pack_id)
+        elif garbage > threshold * sum(e.length for e in entries):
+            repack.append((pack_id, keep))
+            remove.append(pack_id)
+        else:
+            report.chunks_removed -= len(entries) - len(keep)  # kept as they are
+    report.packs_repacked = len(repack)
+    report.packs_deleted = len(remove)
+    freed = sum(sizes[p] for p in remove)
+    if dry_run:
+        report.bytes_freed = freed
+        return report
+    # 1. the live chunks of repacked packs, into new packs (pack, then index). Packs are
+    # named by their content: a "new" pack may already exist (an interrupted gc wrote it),
+    # and whatever this run writes or finds so is never deleted below.
+    written: set[str] = set()
+    builder = PackBuilder()
+    for pack_id, keep in repack:
+        name = layout.pack(pack_id)
+        for e in keep:
+            builder.add(e.digest, store.get(name, e.offset, e.length))
+            if len(builder) >= target:
+                freed -= _write(store, builder, written)
+                report.packs_written += 1
+                builder = PackBuilder()
+    if builder.entries:
+        freed -= _write(store, builder, written)
+        report.packs_written += 1
+    # 2. the index objects of removed packs, 3. the packs
+    doomed = {p for p in remove if layout.pack(p) not in written}
+    for name, packs in indexes.items():
+        if set(packs) & doomed and name not in written:
+            if not set(packs) <= doomed:
+                # an index shared with packs that stay: rewrite it without the doomed ones
+                kept = [(p, pack_entries(store, p)) for p in packs if p not in doomed]
+                index_id, data = encode_index(kept)
+                store.put(layout.index(index_id), data)
+            store.delete(name)
+            report.objects_deleted += 1
+    for pack_id in remove:
+        if pack_id in doomed:
+            store.delete(layout.pack(pack_id))
+            report.objects_deleted += 1
+    report.bytes_freed = freed
+    return report
+
+
+def _write(store: Store, builder: PackBuilder, written: set[str]) -> int:
+    """Write a pack, then its index; record both names; return the bytes written."""
+    entries = list(builder.entries)
+    pack_id, data = builder.seal()
+    store.put(layout.pack(pack_id), data)
+    index_id, index = encode_index([(pack_id, entries)])
+    store.put(layout.index(index_id), index)
+    written.update((layout.pack(pack_id), layout.index(index_id)))
+    return len(data) + len(index)
+
+
+def repair_index(repo: Repository) -> list[str]:
+    """Rebuild pack index objects from the packs' own trailers: for every pack that no
+    intact index object names, write one; then remove damaged index objects. Returns what
+    was done, in words."""
+    lock = repo.locks.acquire(layout.LOCK_REPOSITORY)
+    assert lock is not None
+    try:
+        store, done = repo.store, []
+        named: set[bytes] = set()
+        damaged = []
+        for name in store.list(layout.INDEX):
+            try:
+                packs, _ = decode_index(store.get(name))
+            except IntegrityError:
+                damaged.append(name)
+                continue
+            named.update(packs)
+        # First: a rebuilt index has the name of the damaged one it replaces (names are
+        # content hashes), so the damaged ones must go before the new ones are written.
+        for name in damaged:
+            store.delete(name)
+            done.append(f"removed damaged pack index {name}")
+        for name in store.list(layout.PACKS):
+            pack_id = layout.pack_id_of(name)
+            if pack_id is None or pack_id in named:
+                continue
+            try:
+                entries = pack_entries(store, pack_id)
+            except IntegrityError as exc:
+                done.append(f"pack {name} is damaged ({exc}); its chunks are lost, "
+                            "`mover verify` names the backups that need them")
+                continue
+            index_id, data = encode_index([(pack_id, entries)])
+            store.put(layout.index(index_id), data)
+            done.append(f"indexed pack {name} ({len(entries)} chunks)")
+        return done
+    finally:
+        lock.release()

@@ -1,0 +1,224 @@
+"""The chunks of a repository, appended into packs: ``has``, ``put``, ``sync``, ``get``.
+
+``put`` encodes a block (``ChunkCodec``) and appends it to the *open* pack in memory; when
+the open pack reaches ``target`` bytes it is sealed and written by the thread whose ``put``
+filled it: first the pack object, then a pack index object naming its chunks, each durable
+when ``put`` of the store returns. ``sync`` seals the open pack (however small) and waits
+for every pack in flight, so when it returns every chunk ``put`` before it is durable *and
+indexed*: only then may a journal, a disk index or a backup record name those chunks.
+
+``has`` is answered from the chunk table (``ChunkTable``, 44 bytes per chunk), which holds
+the repository's pack indexes (loaded at open, and again by ``refresh``) and this process's
+own chunks, including those not yet written. Another process's chunks are seen after a
+``refresh``; until then a chunk may be stored twice, which costs space, never data.
+
+A pack write that fails breaks the store for this process: every later call raises the
+same error, because chunks of the lost pack are in the table but not in the repository.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from mover.errors import IntegrityError, ObjectMissing, RepositoryError
+from mover.repo import layout
+from mover.repo.chunktable import ChunkTable
+from mover.repo.codec import ChunkCodec
+from mover.repo.packfile import PackBuilder, decode_index, encode_index
+from mover.repo.store import Store
+
+PACK_TARGET = 16 * 1024 * 1024
+"""Bytes of encoded chunks per pack before it is sealed (docs/performance.md: why 16 MiB)."""
+
+
+class PackedChunks:
+    """Thread-safe. ``target``: pack size at which a pack is sealed and written."""
+
+    def __init__(self, store: Store, codec: ChunkCodec, target: int = PACK_TARGET) -> None:
+        self.store = store
+        self.codec = codec
+        self.target = target
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._table = ChunkTable()
+        self._packs: list[bytes | None] = []        # pack number -> id (None: not written)
+        self._numbers: dict[bytes, int] = {}
+        self._buffers: dict[int, PackBuilder] = {}  # packs not yet written, for get()
+        self._loaded: set[str] = set()              # index objects in the table
+        self._open: PackBuilder | None = None
+        self._open_number = -1
+        self._in_flight = 0
+        self._broken: RepositoryError | None = None
+        self.damaged: list[str] = []                # index objects that failed to parse
+        self.refresh()
+
+    # -- reading the repository's indexes -------------------------------------------------
+
+    def refresh(self) -> int:
+        """Load pack index objects written since the last refresh; returns how many. If any
+        loaded index is gone (gc removed or replaced it), the table is rebuilt from scratch:
+        it may name packs that no longer exist."""
+        present = list(self.store.list(layout.INDEX))
+        with self._lock:
+            if self._loaded - set(present):
+                if self._open is not None or self._in_flight:
+                    raise RepositoryError("the repository was garbage-collected while this "
+                                          "process had unwritten chunks; run again")
+                self._table, self._packs, self._numbers = ChunkTable(), [], {}
+                self._buffers, self._loaded = {}, set()
+        names = [n for n in present if n not in self._loaded and n not in self.damaged]
+        for name in names:
+            data = self.store.get(name)
+            try:
+                packs, rows = decode_index(data)
+            except IntegrityError:
+                # Skipped, not fatal: its chunks are then stored again by writers, and
+                # verify names it (`mover repair index` rebuilds it from the packs).
+                with self._lock:
+                    if name not in self.damaged:
+                        self.damaged.append(name)
+                continue
+            with self._lock:
+                numbers = [self._number(pack_id) for pack_id in packs]
+                for digest, pack, offset, length in rows:
+                    self._table.add(digest, numbers[pack], offset, length)
+                self._loaded.add(name)
+        return len(names)
+
+    def _number(self, pack_id: bytes) -> int:
+        number = self._numbers.get(pack_id)
+        if number is None:
+            number = self._numbers[pack_id] = len(self._packs)
+            self._packs.append(pack_id)
+        return number
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._table)
+
+    def packs(self) -> list[bytes]:
+        """Ids of the written packs the table knows."""
+        with self._lock:
+            return [p for p in self._packs if p is not None]
+
+    # -- the ChunkSink of the pipeline ----------------------------------------------------
+
+    def digest(self, block: bytes | bytearray | memoryview) -> bytes:
+        return self.codec.digest(block)
+
+    def has(self, digest: bytes) -> bool:
+        with self._lock:
+            self._check()
+            return self._table.get(digest) is not None
+
+    def put(self, digest: bytes, block: bytes | bytearray | memoryview) -> int:
+        """Store ``block`` under ``digest`` unless present; returns the bytes it takes in
+        the pack (0: already stored). Durable only after the next ``sync``."""
+        if self.has(digest):
+            return 0
+        blob = self.codec.encode(block)   # outside the lock: the CPU work of the pipeline
+        full = None
+        with self._lock:
+            self._check()
+            if self._table.get(digest) is not None:
+                return 0  # another thread stored it meanwhile
+            if self._open is None:
+                self._open = PackBuilder()
+                self._open_number = len(self._packs)
+                self._packs.append(None)
+                self._buffers[self._open_number] = self._open
+            entry = self._open.add(digest, blob)
+            self._table.add(digest, self._open_number, entry.offset, entry.length)
+            if len(self._open) >= self.target:
+                full = self._take_open()
+        if full is not None:
+            self._write(*full)
+        return len(blob)
+
+    def sync(self) -> None:
+        """Write the open pack and wait for every pack in flight: afterwards every chunk
+        stored so far is durable and indexed (RepositoryError if a pack write failed)."""
+        with self._lock:
+            self._check()
+            full = self._take_open() if self._open is not None else None
+        if full is not None:
+            self._write(*full)
+        with self._idle:
+            while self._in_flight:
+                self._idle.wait()
+            self._check()
+
+    def _take_open(self) -> tuple[int, PackBuilder]:
+        """Under the lock: the open pack, now in flight."""
+        assert self._open is not None
+        taken = (self._open_number, self._open)
+        self._open, self._open_number = None, -1
+        self._in_flight += 1
+        return taken
+
+    def _write(self, number: int, builder: PackBuilder) -> None:
+        try:
+            entries = list(builder.entries)
+            pack_id, data = builder.seal()
+            self.store.put(layout.pack(pack_id), data)
+            # Only now may anything name these chunks durably: the pack exists, and the
+            # index that makes them findable is written after it.
+            index_id, index = encode_index([(pack_id, entries)])
+            self.store.put(layout.index(index_id), index)
+            del data
+        except BaseException as exc:
+            with self._idle:
+                self._in_flight -= 1
+                self._broken = exc if isinstance(exc, RepositoryError) else RepositoryError(
+                    f"writing a pack to {self.store.describe()} failed: {exc!r}")
+                self._idle.notify_all()
+            raise
+        with self._idle:
+            self._packs[number] = pack_id
+            self._numbers[pack_id] = number
+            self._buffers.pop(number, None)
+            self._loaded.add(layout.index(index_id))
+            self._in_flight -= 1
+            self._idle.notify_all()
+
+    def _check(self) -> None:
+        if self._broken is not None:
+            raise RepositoryError(f"an earlier pack write failed, nothing more is stored: "
+                                  f"{self._broken}")
+
+    # -- reading chunks ------------------------------------------------------------------
+
+    def locate(self, digest: bytes) -> tuple[bytes | None, int, int] | None:
+        """(pack id or None while unwritten, offset, length) of a chunk, or None."""
+        with self._lock:
+            found = self._table.get(digest)
+            if found is None:
+                return None
+            number, offset, length = found
+            return self._packs[number], offset, length
+
+    def get(self, digest: bytes) -> bytes:
+        """The encoded chunk; IntegrityError naming the digest when it is missing."""
+        with self._lock:
+            found = self._table.get(digest)
+            if found is None:
+                raise IntegrityError(f"chunk {digest.hex()} is in no pack of "
+                                     f"{self.store.describe()}")
+            number, offset, length = found
+            pack_id = self._packs[number]
+            if pack_id is None:
+                return self._buffers[number].chunk(offset, length)
+        name = layout.pack(pack_id)
+        try:
+            blob = self.store.get(name, offset, length)
+        except ObjectMissing as exc:
+            raise IntegrityError(f"chunk {digest.hex()}: its pack {name} is missing from "
+                                 f"{self.store.describe()}") from exc
+        if len(blob) != length:
+            raise IntegrityError(f"chunk {digest.hex()}: pack {name} ends before the chunk "
+                                 f"(offset {offset}, length {length}): the pack is truncated")
+        return blob
+
+    def read_block(self, digest: bytes) -> bytes:
+        """The verified block with ``digest`` (IntegrityError if missing or damaged)."""
+        return self.codec.decode(self.get(digest), digest)

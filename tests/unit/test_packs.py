@@ -1,0 +1,151 @@
+"""Pack files, pack indexes, the chunk table and the packed chunk store."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mover.errors import IntegrityError, RepositoryError
+from mover.repo import ChunkCodec, MemoryStore, PackedChunks, layout
+from mover.repo.chunktable import ChunkTable
+from mover.repo.faulty import FaultyStore
+from mover.repo.packfile import (
+    TAIL_SIZE,
+    PackBuilder,
+    check_header,
+    decode_index,
+    encode_index,
+    parse_entries,
+    parse_tail,
+)
+
+digests = st.binary(min_size=32, max_size=32)
+
+
+@given(st.lists(st.tuples(digests, st.integers(0, 50), st.integers(0, 2**32 - 1),
+                          st.integers(0, 2**32 - 1)), max_size=300))
+@settings(max_examples=60, deadline=None)
+def test_chunk_table_is_a_map(rows: list[tuple[bytes, int, int, int]]) -> None:
+    import mover.repo.chunktable as ct
+    old = ct.RECENT
+    ct.RECENT = 7  # many small runs and merges
+    try:
+        table, want = ChunkTable(), {}
+        for digest, pack, offset, length in rows:
+            table.add(digest, pack, offset, length)
+            want[digest] = (pack, offset, length)
+        assert len(table) == len(want)
+        for digest, location in want.items():
+            assert table.get(digest) == location
+            assert digest in table
+        assert table.digests() == set(want)
+        assert table.get(b"\xff" * 31 + b"\x00") == want.get(b"\xff" * 31 + b"\x00")
+    finally:
+        ct.RECENT = old
+
+
+def test_pack_round_trip_and_damage() -> None:
+    builder = PackBuilder()
+    blobs = [os.urandom(n) for n in (1, 100, 5000)]
+    entries = [builder.add(hashlib.sha256(b).digest(), b) for b in blobs]
+    pack_id, data = builder.seal()
+    assert pack_id == hashlib.sha256(data).digest()
+    check_header(bytes(data[:16]))
+    count, table = parse_tail(bytes(data[-TAIL_SIZE:]), len(data))
+    parsed = parse_entries(bytes(data[table:len(data) - TAIL_SIZE]), bytes(data[-TAIL_SIZE:]))
+    assert count == 3 and parsed == entries
+    for e, blob in zip(parsed, blobs, strict=True):
+        assert bytes(data[e.offset:e.offset + e.length]) == blob
+    data[table + 3] ^= 1
+    with pytest.raises(IntegrityError, match="checksum"):
+        parse_entries(bytes(data[table:len(data) - TAIL_SIZE]), bytes(data[-TAIL_SIZE:]))
+
+
+def test_pack_index_round_trip_and_damage() -> None:
+    builder = PackBuilder()
+    e1 = builder.add(b"\x02" * 32, b"x")
+    e2 = builder.add(b"\x01" * 32, b"yy")
+    index_id, data = encode_index([(b"\x09" * 32, [e1, e2])])
+    assert index_id == hashlib.sha256(data).digest()
+    packs, rows = decode_index(data)
+    assert packs == [b"\x09" * 32]
+    assert rows == [(b"\x01" * 32, 0, e2.offset, 2), (b"\x02" * 32, 0, e1.offset, 1)]
+    damaged = bytearray(data)
+    damaged[30] ^= 1
+    with pytest.raises(IntegrityError, match="checksum"):
+        decode_index(bytes(damaged))
+
+
+def blocks(n: int, size: int = 4096) -> list[bytes]:
+    return [os.urandom(size // 2) * 2 for _ in range(n)]
+
+
+def test_packed_chunks_store_sync_and_reopen() -> None:
+    store, codec = MemoryStore(), ChunkCodec(3)
+    chunks = PackedChunks(store, codec, target=20000)
+    data = blocks(40)
+    for block in data:
+        digest = codec.digest(block)
+        assert not chunks.has(digest)
+        assert chunks.put(digest, block) > 0
+        assert chunks.has(digest)
+        assert chunks.put(digest, block) == 0                # a dedup hit
+        assert chunks.read_block(digest) == block            # readable before it is written
+    packs_before_sync = len(list(store.list(layout.PACKS)))
+    chunks.sync()
+    packs = list(store.list(layout.PACKS))
+    assert 1 < packs_before_sync <= len(packs) <= 40 // 4 + 1  # far fewer packs than chunks
+    assert len(list(store.list(layout.INDEX))) == len(packs)
+    again = PackedChunks(store, codec)
+    assert len(again) == 40
+    for block in data:
+        assert again.read_block(codec.digest(block)) == block
+
+
+def test_a_failed_pack_write_breaks_the_store_for_this_process() -> None:
+    faulty = FaultyStore(MemoryStore())
+    chunks = PackedChunks(faulty, ChunkCodec(3), target=1 << 30)
+    block = blocks(1)[0]
+    chunks.put(chunks.digest(block), block)
+    faulty.fail("put", match="packs/")
+    with pytest.raises(RepositoryError, match="injected"):
+        chunks.sync()
+    other = blocks(1)[0]
+    with pytest.raises(RepositoryError, match="earlier pack write failed"):
+        chunks.put(chunks.digest(other), other)
+    assert list(faulty.inner.list(layout.INDEX)) == []      # nothing names the lost chunks
+
+
+def test_missing_and_truncated_packs_are_integrity_errors() -> None:
+    store, codec = MemoryStore(), ChunkCodec(3)
+    chunks = PackedChunks(store, codec)
+    a, b = blocks(2)
+    chunks.put(codec.digest(a), a)
+    chunks.put(codec.digest(b), b)
+    chunks.sync()
+    (pack,) = list(store.list(layout.PACKS))
+    store.put(pack, store.get(pack)[:100], replace=True)
+    reader = PackedChunks(store, codec)
+    with pytest.raises(IntegrityError, match=r"truncated|does not"):
+        reader.read_block(codec.digest(b))
+    store.delete(pack)
+    with pytest.raises(IntegrityError, match="is missing"):
+        reader.read_block(codec.digest(a))
+    with pytest.raises(IntegrityError, match="in no pack"):
+        reader.read_block(b"\x00" * 32)
+
+
+def test_a_damaged_pack_index_is_skipped_and_named() -> None:
+    store, codec = MemoryStore(), ChunkCodec(3)
+    chunks = PackedChunks(store, codec)
+    (a,) = blocks(1)
+    chunks.put(codec.digest(a), a)
+    chunks.sync()
+    (name,) = list(store.list(layout.INDEX))
+    store.put(name, b"garbage", replace=True)
+    reader = PackedChunks(store, codec)
+    assert reader.damaged == [name] and not reader.has(codec.digest(a))
