@@ -103,7 +103,14 @@ def markdown(r: dict[str, Any]) -> str:
               f"| peak RSS 8 GiB MiB | {s['peak_rss_mib_8g']:.0f} | < 300 |",
               f"| peak RSS 64 GiB MiB | {_f(s['peak_rss_mib_64g'], 0)} | < 300 |",
               f"| mover CPU s per GiB read / per GiB stored | {s['cpu_s_per_gib_read']:.2f} / "
-              f"{s['cpu_s_per_gib_stored']:.2f} | |", ""]
+              f"{s['cpu_s_per_gib_stored']:.2f} | |",
+              f"| format 1 (one file per chunk): CPU s per GiB stored | "
+              f"{_f(s.get('format1_cpu_s_per_gib_stored'), 2)} | more than packs |",
+              f"| files in the repository after a full: packs / format 1 (chunks) | "
+              f"{s.get('full_repo_files')} / {_f(s.get('format1_full_repo_files'), 0)} "
+              f"({s.get('full_chunks')}) | far fewer than chunks |",
+              f"| gc after forget --keep-last 1: wall s / peak RSS MiB | "
+              f"{_f(s.get('gc_wall_s'), 2)} / {_f(s.get('gc_peak_rss_mib'), 0)} | |", ""]
     lines.append(f"Total bench time {r['seconds'] / 60:.1f} min.")
     return "\n".join(lines)
 

@@ -77,13 +77,34 @@ def run_child(cmd: list[str], env: dict[str, str] | None = None, lab_pid: int | 
                     proc.returncode, proc.stdout.decode(errors="replace"), stderr)
 
 
-def mover_backup(lab: Lab, vm: str, repo: Path, *extra: str) -> dict[str, Any]:
-    """``mover backup --json`` of ``vm`` into ``repo``; the result line plus measurements."""
+def tree_files(path: Path) -> int:
+    return sum(len(files) for _root, _dirs, files in os.walk(path))
+
+
+def old_mover(rev: str, dest: Path) -> Path | None:
+    """The ``mover`` package of commit ``rev`` of this repository, extracted under ``dest``
+    (for measuring an earlier format in the same run); None without git or the commit."""
+    root = Path(__file__).resolve().parent.parent
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(root), "archive", rev, "mover"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    if archive.returncode != 0:
+        return None
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+def mover_backup(lab: Lab, vm: str, repo: Path, *extra: str,
+                 code: Path | None = None) -> dict[str, Any]:
+    """``mover backup --json`` of ``vm`` into ``repo``; the result line plus measurements.
+    ``code``: a directory holding another version's ``mover`` package to run instead."""
     env = {**os.environ, "MOVER_PASSWORD": lab.password}
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
     before = tree_bytes(repo) if repo.exists() else 0
     run = run_child([sys.executable, "-m", "mover.cli", "backup", "--server", lab.url,
                      "--user", lab.user, "--vm", vm, "--repo", str(repo), "--json", *extra],
-                    env=env, lab_pid=lab.pid)
+                    env=env, lab_pid=lab.pid, cwd=code)
     if run.returncode != 0:
         raise RuntimeError(f"mover backup failed ({run.returncode}): {run.stderr[-2000:]}"
                            f"{run.stdout[-2000:]}")
@@ -98,8 +119,27 @@ def mover_backup(lab: Lab, vm: str, repo: Path, *extra: str) -> dict[str, Any]:
             "copy_seconds": disk["seconds"], "capacity": disk["capacity"],
             "zero_blocks": disk["zero_blocks"], "new_chunks": disk["new_chunks"],
             "dedup_chunks": disk["dedup_chunks"], "repo_growth": growth,
+            "repo_files": tree_files(repo),
             "mb_s": disk["bytes_read"] / run.wall / 1e6,
             "logical_mb_s": disk["capacity"] / run.wall / 1e6}
+
+
+def mover_gc(repo: Path, *extra: str) -> dict[str, Any]:
+    """``mover gc --json``: wall, peak RSS, CPU and its report."""
+    run = run_child([sys.executable, "-m", "mover.cli", "gc", "--repo", str(repo), "--json",
+                     *extra])
+    if run.returncode != 0:
+        raise RuntimeError(f"mover gc failed ({run.returncode}): {run.stderr[-2000:]}")
+    return {"wall": run.wall, "maxrss_mib": run.maxrss_mib, "cpu": run.cpu,
+            "report": json.loads(run.stdout.strip().splitlines()[-1])}
+
+
+def mover_forget(repo: Path, *rules: str) -> dict[str, Any]:
+    run = run_child([sys.executable, "-m", "mover.cli", "forget", "--repo", str(repo),
+                     "--json", *rules])
+    if run.returncode != 0:
+        raise RuntimeError(f"mover forget failed ({run.returncode}): {run.stderr[-2000:]}")
+    return {"wall": run.wall, "result": json.loads(run.stdout.strip().splitlines()[-1])}
 
 
 def planned_reads(extents: Iterable[tuple[int, int]], capacity: int, block_size: int,

@@ -22,7 +22,16 @@ from typing import Any
 import zstandard
 
 from bench import images, limits, peers, report
-from bench.runs import Timeline, mover_backup, pipeline, planned_reads, spread
+from bench.runs import (
+    Timeline,
+    mover_backup,
+    mover_forget,
+    mover_gc,
+    old_mover,
+    pipeline,
+    planned_reads,
+    spread,
+)
 from mover import chunk
 from mover.extents import Extent, align, total
 from mover_lab import Lab
@@ -33,6 +42,7 @@ BLOCK = MiB
 MAX_READ = 4 * MiB
 FETCHERS = 8  # mover's default
 PEER_SEEDS = {11, 21, 31}  # the change sets the peers back up after (one per fraction)
+FORMAT1_REV = "0e3d3d7"    # the last commit with repository format 1 (one file per chunk)
 
 
 def log(msg: str) -> None:
@@ -107,6 +117,8 @@ class Suite:
         # so that noise from the rest of the machine falls on all of them alike; the bound
         # of each round comes from that round's limits, and medians are taken over rounds.
         self.setup_peers()
+        self.format1 = old_mover(FORMAT1_REV, self.work / "format1")
+        self.r["backups"]["mover format 1"] = []
         repo = self.work / "repo-0"
         runs: list[dict[str, Any]] = []
         rounds: list[dict[str, Any]] = []
@@ -125,7 +137,14 @@ class Suite:
             rounds.append({"limits": lim_i, "bound": bound_i})
             log(f"  {run['wall']:.1f} s, {run['mb_s']:.0f} MB/s read, bound "
                 f"{bound_i['mb_s']:.0f} ({bound_i['limited_by']}), RSS "
-                f"{run['maxrss_mib']:.0f} MiB")
+                f"{run['maxrss_mib']:.0f} MiB, {run['repo_files']} files")
+            if self.format1 is not None:
+                log(f"round {i + 1}/{self.runs}: mover format 1 full (commit {FORMAT1_REV})")
+                old = mover_backup(lab, vm, self.work / f"repo-v1-{i}", "--full",
+                                   code=self.format1)
+                old.update(label=f"full {i + 1}", fraction=1.0)
+                self.r["backups"]["mover format 1"].append(old)
+                log(f"  {old['wall']:.1f} s, {old['repo_files']} files")
             self.peers_full_round(i)
         del blocks
         self.r["backups"]["mover"] = runs
@@ -147,6 +166,17 @@ class Suite:
         self.scaling()
         self.baseline()
         self.changes(repo, vm)
+        self.collect(repo)
+
+    def collect(self, repo: Path) -> None:
+        """forget every backup but the newest, then gc (what packs cost to collect)."""
+        log("forget --keep-last 1, gc")
+        forgot = mover_forget(repo, "--keep-last", "1")
+        run = mover_gc(repo, "--repack-threshold", "0.5")
+        self.r["gc"] = {"forget_wall": forgot["wall"],
+                        "forgotten": len(forgot["result"]["forgotten"]), **run}
+        log(f"  gc {run['wall']:.1f} s, RSS {run['maxrss_mib']:.0f} MiB, freed "
+            f"{run['report']['bytes_freed'] / MiB:.0f} MiB")
 
     def scaling(self) -> None:
         log("scaling: fetchers and block sizes")
@@ -296,10 +326,12 @@ class Suite:
         full_read = med([x["bytes_read"] for x in fulls])
         peer_walls = {name: med([x["wall"] for x in runs if x["label"].startswith("full")])
                       for name, runs in r["backups"].items()
-                      if name not in ("mover", "curl|zstd|sha256sum")}
+                      if name not in ("mover", "mover format 1", "curl|zstd|sha256sum")}
         best = min(peer_walls, key=lambda k: peer_walls[k]) if peer_walls else None
         full_mb_s = full_read / full_wall / 1e6
         large = r["cases"].get("large-64g")
+        v1 = [x for x in r["backups"].get("mover format 1", []) if x["label"].startswith("full")]
+        gc = r.get("gc")
         r["summary"] = {
             "full_mb_s": full_mb_s,
             "full_logical_mb_s": self.capacity / full_wall / 1e6,
@@ -320,6 +352,14 @@ class Suite:
             "peak_rss_mib_64g": large["maxrss_mib"] if large else None,
             "cpu_s_per_gib_read": med([x["cpu"] / (x["bytes_read"] / GiB) for x in fulls]),
             "cpu_s_per_gib_stored": med([x["cpu"] / (x["bytes_stored"] / GiB) for x in fulls]),
+            "format1_cpu_s_per_gib_stored": med([x["cpu"] / (x["bytes_stored"] / GiB)
+                                                 for x in v1]) if v1 else None,
+            "format1_full_wall_s": med([x["wall"] for x in v1]) if v1 else None,
+            "full_repo_files": fulls[0]["repo_files"],
+            "full_chunks": fulls[0]["new_chunks"],
+            "format1_full_repo_files": v1[0]["repo_files"] if v1 else None,
+            "gc_wall_s": gc["wall"] if gc else None,
+            "gc_peak_rss_mib": gc["maxrss_mib"] if gc else None,
         }
         if self.capacity != 8 * GiB:
             r["summary"]["note"] = f"disk size {self.capacity // GiB} GiB, not the default 8"

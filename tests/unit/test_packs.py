@@ -30,22 +30,30 @@ digests = st.binary(min_size=32, max_size=32)
                           st.integers(0, 2**32 - 1)), max_size=300))
 @settings(max_examples=60, deadline=None)
 def test_chunk_table_is_a_map(rows: list[tuple[bytes, int, int, int]]) -> None:
-    import mover.repo.chunktable as ct
-    old = ct.RECENT
-    ct.RECENT = 7  # many small runs and merges
-    try:
-        table, want = ChunkTable(), {}
-        for digest, pack, offset, length in rows:
-            table.add(digest, pack, offset, length)
-            want[digest] = (pack, offset, length)
-        assert len(table) == len(want)
-        for digest, location in want.items():
-            assert table.get(digest) == location
-            assert digest in table
-        assert table.digests() == set(want)
-        assert table.get(b"\xff" * 31 + b"\x00") == want.get(b"\xff" * 31 + b"\x00")
-    finally:
-        ct.RECENT = old
+    table, want = ChunkTable(), {}
+    for digest, pack, offset, length in rows:
+        table.add(digest, pack, offset, length)
+        want[digest] = (pack, offset, length)
+    assert len(table) == len(want)
+    for digest, location in want.items():
+        assert table.get(digest) == location
+        assert digest in table
+    assert table.digests() == set(want)
+    assert table.get(b"\xff" * 31 + b"\x00") == want.get(b"\xff" * 31 + b"\x00")
+
+
+def test_chunk_table_ignores_matches_across_records() -> None:
+    """The bytes of a digest may occur straddling two records of its bucket (a location
+    of zeros, then the next digest): that is not the digest."""
+    table = ChunkTable()
+    a, b = b"\x00\x00" + b"A" * 30, b"\x00\x00" + b"B" * 30
+    table.add(a, 0, 0, 0)
+    table.add(b, 7, 7, 7)
+    ghost = bytes(12) + b[:20]                # a's location, then the start of b
+    assert table.get(ghost) is None and ghost not in table
+    table.add(ghost, 4, 5, 6)
+    assert (table.get(ghost), table.get(a), table.get(b)) == ((4, 5, 6), (0, 0, 0), (7, 7, 7))
+    assert len(table) == 3
 
 
 def test_pack_round_trip_and_damage() -> None:
