@@ -94,7 +94,7 @@ def markdown(r: dict[str, Any]) -> str:
               f"| pipeline bound MB/s | {s['bound_mb_s']:.0f} | |",
               f"| full / bound | {s['full_vs_bound']:.2f} | >= 0.85 |",
               f"| best peer ({s['best_peer']}) full wall / mover full wall | "
-              f"{s['full_vs_best_peer']:.2f} | >= 1.5 |",
+              f"{_f(s['full_vs_best_peer'], 2)} | >= 1.5 |",
               f"| incremental 1%: wall / full wall | {s['incr_1pct_time_ratio']:.3f} | <= 0.05 |",
               f"| incremental 1%: bytes read / changed blocks | "
               f"{s['incr_1pct_read_amplification']:.3f} | <= 1.1 |",
