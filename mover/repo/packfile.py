@@ -61,11 +61,14 @@ class PackBuilder:
     def __init__(self) -> None:
         self._buf = bytearray(_PACK_HEAD.pack(PACK_MAGIC, FORMAT, 0))
         self.entries: list[Entry] = []
+        self._sealed = False
 
     def __len__(self) -> int:
         return len(self._buf)
 
     def add(self, digest: bytes, blob: bytes) -> Entry:
+        if self._sealed:
+            raise ValueError("the pack is sealed")
         entry = Entry(digest, len(self._buf), len(blob))
         if entry.offset + entry.length + TAIL_SIZE + _PACK_ENTRY.size * (len(self.entries) + 1) \
                 >= MAX_PACK:
@@ -79,7 +82,8 @@ class PackBuilder:
         return bytes(self._buf[offset:offset + length])
 
     def seal(self) -> tuple[bytes, bytearray]:
-        """(pack id, pack bytes); the builder must not be used afterwards."""
+        """(pack id, pack bytes); no chunk may be added afterwards (``chunk`` still reads,
+        for readers while the pack is being written)."""
         table = len(self._buf)
         for e in self.entries:
             self._buf += _PACK_ENTRY.pack(e.digest, e.offset, e.length)
@@ -89,8 +93,8 @@ class PackBuilder:
             seal.update(view[table:])
         seal.update(count_and_offset)
         self._buf += count_and_offset + seal.digest()
-        data, self._buf = self._buf, bytearray()
-        return hashlib.sha256(data).digest(), data
+        self._sealed = True
+        return hashlib.sha256(self._buf).digest(), self._buf
 
 
 def tail_offset(size: int) -> int:

@@ -114,6 +114,25 @@ def test_packed_chunks_store_sync_and_reopen() -> None:
         assert again.read_block(codec.digest(block)) == block
 
 
+def test_a_chunk_reads_while_its_pack_is_being_written() -> None:
+    store, codec = MemoryStore(), ChunkCodec(3)
+    chunks = PackedChunks(store, codec, target=1 << 30)
+    (block,) = blocks(1)
+    digest = codec.digest(block)
+    chunks.put(digest, block)
+    seen: list[bytes] = []
+    put = store.put
+
+    def slow_put(name: str, data: object, *, replace: bool = False) -> bool:
+        if name.startswith(layout.PACKS):
+            seen.append(chunks.read_block(digest))       # sealed, not yet written
+        return put(name, data, replace=replace)  # type: ignore[arg-type]
+
+    store.put = slow_put  # type: ignore[method-assign]
+    chunks.sync()
+    assert seen == [block] and chunks.read_block(digest) == block
+
+
 def test_a_failed_pack_write_breaks_the_store_for_this_process() -> None:
     faulty = FaultyStore(MemoryStore())
     chunks = PackedChunks(faulty, ChunkCodec(3), target=1 << 30)
