@@ -2,12 +2,19 @@
 
 They are fixed when the repository is created: chunks written with another block size or
 hash would not deduplicate and indexes would not line up, so they are never changed later.
+The one exception is ``id``, a random name of the repository that its backups' vSphere
+snapshots carry (so any mover run can tell whose snapshot it meets): optional, because older
+repositories have none, and added once (``ensure_id``) the first time a mover opens one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
-from dataclasses import asdict, dataclass
+import os
+import re
+import secrets
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +22,8 @@ from mover.errors import RepositoryError
 from mover.repo.atomic import write_atomic
 
 FORMAT = "mover-repository"
+_OPTIONAL = {"id"}
+_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 VERSION = 1
 MIN_BLOCK = 4096
 MAX_BLOCK = 64 * 1024 * 1024
@@ -30,6 +39,7 @@ class RepoConfig:
     hash: str = "sha256"
     compression: str = "zstd"
     level: int = 3
+    id: str = ""            # 32 hex digits; "" only in repositories older than the key
 
     def __post_init__(self) -> None:
         bs = self.block_size
@@ -42,6 +52,9 @@ class RepoConfig:
                                   f"{self.compression!r} (this mover knows sha256 and zstd)")
         if not 1 <= self.level <= 22:
             raise RepositoryError(f"zstd level {self.level} is outside 1..22")
+        if self.id and not _ID.fullmatch(self.id):
+            raise RepositoryError(f"repository id {self.id!r} is not 1 to 64 letters, digits, "
+                                  "'.', '_' or '-'")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +86,8 @@ class RepoConfig:
                                   f"mover reads version {VERSION}: use a matching mover")
         values = {}
         for name, field in cls.__dataclass_fields__.items():
+            if name in _OPTIONAL and name not in data:
+                continue
             if name not in data:
                 raise RepositoryError(f"{path} lacks the key {name!r}; restore it from a copy, "
                                       "its keys are listed in docs/repository.md")
@@ -84,3 +99,29 @@ class RepoConfig:
             return cls(**values)
         except RepositoryError as exc:
             raise RepositoryError(f"{path}: {exc}; restore it from a copy") from exc
+
+
+def new_id() -> str:
+    """A fresh repository id: 128 random bits in hex."""
+    return secrets.token_hex(16)
+
+
+def ensure_id(path: Path, tmp_dir: Path | None = None) -> RepoConfig:
+    """``config.json`` at ``path`` with an ``id``, adding one if it has none.
+
+    Two processes opening an old repository at once must agree on one id: each locks the
+    file it opened, then reads the path again; the first to get the lock writes a new file
+    (rename), the second then reads that file's id instead of writing its own."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise RepositoryError(f"cannot open {path}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        config = RepoConfig.load(path)
+        if not config.id:
+            config = replace(config, id=new_id())
+            config.save(path, tmp_dir)
+        return config
+    finally:
+        os.close(fd)

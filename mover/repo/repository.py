@@ -18,7 +18,7 @@ from mover.index import FixedIndex
 from mover.repo import dirty, locks
 from mover.repo.atomic import fsync_dir, make_dir, write_temp
 from mover.repo.chunks import ChunkStore, LocalChunkStore
-from mover.repo.config import RepoConfig
+from mover.repo.config import RepoConfig, ensure_id, new_id
 from mover.repo.ioerrors import io_error
 from mover.repo.pending import RECORD, PendingBackup, index_name, read_checkpoint
 from mover.repo.records import BackupRecord
@@ -53,12 +53,14 @@ class Repository:
         config_path = path / CONFIG
         if config_path.exists():
             config = RepoConfig.load(config_path)
+            if not config.id:  # a repository from before ids: give it one, once
+                config = ensure_id(config_path, path / "tmp")
         elif not create:
             raise RepositoryError(f"no mover repository at {path} ({CONFIG} missing); "
                                   "check the path")
         else:
-            config = _create(path, RepoConfig() if block_size is None
-                             else RepoConfig(block_size=block_size))
+            config = _create(path, RepoConfig(id=new_id()) if block_size is None
+                             else RepoConfig(block_size=block_size, id=new_id()))
         if block_size is not None and block_size != config.block_size:
             raise RepositoryError(f"repository {path} uses block size {config.block_size}, "
                                   f"not {block_size}; omit the block size or use another "

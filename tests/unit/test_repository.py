@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -70,12 +71,24 @@ def test_layout_and_config(repo: Repository) -> None:
     names = sorted(p.name for p in repo.path.iterdir())
     assert names == ["backups", "chunks", "config.json", "locks", "tmp"]
     config = json.loads((repo.path / "config.json").read_text())
+    assert re.fullmatch(r"[0-9a-f]{32}", config.pop("id"))
     assert config == {"format": "mover-repository", "version": 1, "block_size": BS,
                       "hash": "sha256", "compression": "zstd", "level": 3}
     again = Repository.open(repo.path)
     assert again.config == repo.config
     with pytest.raises(RepositoryError, match="block size 4096, not 8192"):
         Repository.open(repo.path, block_size=8192)
+
+
+def test_a_repository_from_before_ids_gets_one_once(repo: Repository) -> None:
+    path = repo.path / "config.json"
+    old = json.loads(path.read_text())
+    del old["id"]
+    path.write_text(json.dumps(old))
+    first = Repository.open(repo.path).config.id
+    assert re.fullmatch(r"[0-9a-f]{32}", first) and first != repo.config.id
+    assert json.loads(path.read_text()) == {**old, "id": first}   # nothing else changed
+    assert Repository.open(repo.path).config.id == first            # stable from now on
 
 
 def test_open_refuses_missing_and_foreign(tmp_path: Path) -> None:
