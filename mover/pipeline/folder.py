@@ -183,7 +183,12 @@ async def read_small(http: aiohttp.ClientSession, url: URL, cookie: CookieSource
                     if resp.status != 200:
                         raise _failure(where, f"expected HTTP 200, got {resp.status} "
                                        f"{resp.reason}", _transient_status(resp.status))
-                    body = await resp.content.read(limit + 1)
+                    body = bytearray()
+                    while len(body) <= limit:  # read(n) returns what is there, up to n
+                        piece = await resp.content.read(limit + 1 - len(body))
+                        if not piece:
+                            break
+                        body += piece
         except TimeoutError as exc:
             raise _failure(where, f"no complete reply within {timeout} s", True) from exc
         except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
@@ -195,5 +200,5 @@ async def read_small(http: aiohttp.ClientSession, url: URL, cookie: CookieSource
             raise _failure(where, f"{type(exc).__name__}: {exc}", False) from exc
         if len(body) > limit:
             raise _failure(where, f"longer than {limit} bytes: not a text descriptor", False)
-        return body
+        return bytes(body)
     raise AssertionError("unreachable")

@@ -40,7 +40,7 @@ class SnapshotRef:
     ref: Any
     name: str
     description: str
-    created: datetime | None = None     # the server's createTime
+    created: datetime | None = None     # the server's createTime (None: not read)
 
     @property
     def moref(self) -> str:
@@ -71,13 +71,7 @@ def create(session: Session, vm: Any, name: str, purpose: str, quiesce: bool,
         session, lambda: vm.CreateSnapshot_Task(name=name, description=description,
                                                 memory=False, quiesce=quiesce),
         f"creating snapshot {name!r} of VM {vm.name!r}")
-    seconds = clock.monotonic() - started
-    created = session.call(lambda: _create_time(vm, snapshot))
-    return SnapshotRef(snapshot, name, description, created), seconds
-
-
-def _create_time(vm: Any, snapshot: Any) -> datetime | None:
-    return next((s.created for s in walk(vm) if s.ref == snapshot), None)
+    return SnapshotRef(snapshot, name, description), clock.monotonic() - started
 
 
 def remove(session: Session, snapshot: Any, name: str, attempts: int = 6) -> float:
@@ -89,8 +83,8 @@ def remove(session: Session, snapshot: Any, name: str, attempts: int = 6) -> flo
                                                                     consolidate=True),
                        f"removing snapshot {name!r}", attempts)
     except vmodl.fault.ManagedObjectNotFound as exc:
-        raise ObjectGone(f"snapshot {name!r} no longer exists (its VM was deleted or "
-                         "unregistered)") from exc
+        raise ObjectGone(f"snapshot {name!r} no longer exists (somebody removed it, or its "
+                         "VM was deleted or unregistered)") from exc
     return clock.monotonic() - started
 
 
@@ -98,8 +92,9 @@ def movers(session: Session, vm: Any) -> tuple[list[SnapshotRef], datetime]:
     """mover's snapshots of ``vm`` (both marks), and the server's time now (to age them by
     the server's clock, as their createTime is)."""
     found = [s for s in session.call(lambda: list(walk(vm))) if s.is_movers]
-    now = session.call(lambda: session.service_instance.CurrentTime())
-    return found, now
+    if not found:  # nothing to age: spare the round trip
+        return found, clock.now()
+    return found, session.call(lambda: session.service_instance.CurrentTime())
 
 
 def find(session: Session, vm: Any, moref: str, name: str) -> SnapshotRef | None:
