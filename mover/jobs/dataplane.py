@@ -3,6 +3,7 @@ keepalive, and the one place where a disk's transport is built and its wrappers 
 
 from __future__ import annotations
 
+import logging
 import random
 import types
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,8 @@ from mover.pipeline.retry import RetryBudget, RetryingTransport, RetryPolicy
 from mover.pipeline.transport import Transport
 from mover.vsphere.disks import DiskInfo
 from mover.vsphere.session import COOKIE_NAME
+
+log = logging.getLogger(__name__)
 
 
 class DataPlane:
@@ -83,6 +86,8 @@ class DataPlane:
                 if (not exc.transient or attempt >= self._policy.attempts
                         or not self.budget.take()):
                     raise
+                log.info("retrying the descriptor of disk %d (attempt %d: %s)", disk.key,
+                         attempt, exc)
             await clock.pause(random.uniform(0.0, self._policy.cap(attempt)))
 
     def transport(self, disk: DiskInfo, datacenter: str, data_path: str) -> Transport:

@@ -100,10 +100,11 @@ class Planner:
 
     async def _fresh(self, disk: DiskInfo, parent: BackupRecord | None) -> DiskPlan:
         block_size = self.repo.config.block_size
-        decision = decide(disk, parent, self.force_full or self.read_all, block_size)
         if self.read_all:
             decision = Decision("full", "every byte is read (--read-all: CBT's allocation "
                                 "map is not asked)", None, None)
+        else:
+            decision = decide(disk, parent, self.force_full, block_size)
         areas, decision = await self._areas(disk, decision)
         index = await self._base_index(disk, decision, parent)
         reads = plan_reads(align(areas, block_size, disk.capacity), block_size, self.max_read)

@@ -15,7 +15,7 @@ MiB = 1 << 20
 KEY = 2000
 
 
-def test_the_flat_file_is_the_one_the_descriptor_names(
+def test_the_flat_file_is_the_one_the_descriptor_names_and_its_read_is_retried(
         lab: Lab, unique_name: Callable[[str], str], tmp_path: Path) -> None:
     lab.configure(snapshotDigests=True)
     name = unique_name("renamed")
@@ -23,10 +23,11 @@ def test_the_flat_file_is_the_one_the_descriptor_names(
                           "flatName": "data-moved-by-an-admin.vmdk"}], cbt=True)
     lab.write(name, KEY, 0, random.Random(6).randbytes(8 * MiB))
     lab.reset_counters()
+    lab.inject("folder", "status503", count=2, match=f"{name}/{name}.vmdk")
     result = backup(lab, name, tmp_path / "repo")
     folder = lab.counters()["folder"]
     assert folder[f"{name}/data-moved-by-an-admin.vmdk"]["bytes"] == 8 * MiB
-    assert folder[f"{name}/{name}.vmdk"]["requests"] == 1         # the descriptor, once
+    assert folder[f"{name}/{name}.vmdk"]["requests"] == 3   # the descriptor, after two 503s
     assert f"{name}/{name}-flat.vmdk" not in folder                # never guessed
     frozen = snapshot_digests(lab, name, result["snapshot"])[KEY]
     assert restore_sha256(tmp_path / "repo", result["backup_id"], KEY,
