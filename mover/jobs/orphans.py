@@ -5,6 +5,7 @@ host, its boot, which processes live, which backups this repository runs or know
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from mover.jobs.control import ControlPlane
 from mover.ownership import Here, Owner, Verdict, judge
 from mover.repo import Repository
 from mover.vsphere import snapshots
+from mover.vsphere.faults import ObjectGone
 from mover.vsphere.inventory import VMFacts
 from mover.vsphere.session import Session
 from mover.vsphere.snapshots import SnapshotRef
@@ -79,7 +81,8 @@ async def clear(control: ControlPlane, session: Session, vm: VMFacts, repo: Repo
         raise UnsupportedVMError(_refusal(vm, live[0], max_age))
     removed = []
     for f in found:
-        await control.run(snapshots.remove, session, f.snapshot.ref, f.snapshot.name)
+        with contextlib.suppress(ObjectGone):  # another run removed it first: just as well
+            await control.run(snapshots.remove, session, f.snapshot.ref, f.snapshot.name)
         removed.append(f.snapshot.name)
     return removed
 
