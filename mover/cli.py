@@ -56,6 +56,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--vm", required=True, help="name, MoRef, instance UUID or inventory path")
     b.add_argument("--repo", required=True, type=Path)
     b.add_argument("--full", action="store_true", help="ignore the previous backup")
+    b.add_argument("--read-all", action="store_true",
+                   help="a full that reads every byte, without asking CBT what is allocated")
+    b.add_argument("--orphan-age", type=float, default=24.0, metavar="HOURS",
+                   help="mover snapshots of other repositories or hosts older than this are "
+                   "removed as orphans; younger ones make the backup refuse")
     b.add_argument("--quiesce", action="store_true", help="quiesce the guest file systems")
     b.add_argument("--no-enable-cbt", action="store_true",
                    help="fail instead of enabling CBT on a VM that has it off")
@@ -204,7 +209,8 @@ def _backup(args: argparse.Namespace) -> int:
         credentials=Credentials(args.user, _password(args.password_file)),
         vm=args.vm, repo=args.repo,
         tls=TlsPolicy(insecure=args.insecure, thumbprint=args.thumbprint),
-        full=args.full, quiesce=args.quiesce, enable_cbt=not args.no_enable_cbt,
+        full=args.full, read_all=args.read_all, quiesce=args.quiesce,
+        enable_cbt=not args.no_enable_cbt, orphan_age=_orphan_age(args.orphan_age),
         block_size=args.block_size * MiB if args.block_size else None,
         parallel_disks=max(1, args.parallel_disks),
         pipeline=_pipeline(args))
@@ -223,6 +229,12 @@ def _backup(args: argparse.Namespace) -> int:
         for warning in result.warnings:
             print(f"mover: warning: {warning}", file=sys.stderr)
     return 6 if left_snapshot else 0
+
+
+def _orphan_age(hours: float) -> float:
+    if not hours >= 0:
+        raise UsageError("--orphan-age must be at least 0 hours")
+    return hours * 3600.0
 
 
 def _pipeline(args: argparse.Namespace) -> PipelineSettings:

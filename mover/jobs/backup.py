@@ -9,15 +9,13 @@ durable, so an interrupted run leaves nothing a later run trusts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from dataclasses import dataclass
-from typing import Any
 
 from mover import clock
-from mover.aio import first_error
-from mover.errors import MoverError, RepositoryError, UnsupportedVMError
+from mover.aio import finish, first_error
+from mover.errors import RepositoryError, UnsupportedVMError
 from mover.extents import total
+from mover.jobs import orphans
 from mover.jobs.control import ControlPlane
 from mover.jobs.dataplane import DataPlane
 from mover.jobs.keepalive import SessionCookie
@@ -25,24 +23,18 @@ from mover.jobs.planning import DiskPlan, Planner
 from mover.jobs.reporting import BackupResult, DiskResult, Reporter
 from mover.jobs.resume import Checkpoint, disk_checkpoint
 from mover.jobs.settings import BackupSettings
+from mover.jobs.snapshot import BackupSnapshot
 from mover.pipeline.copy import copy_disk
 from mover.repo import BackupRecord, DiskRecord, Repository
 from mover.repo.pending import PendingBackup
+from mover.vmdk import Unservable, data_file
 from mover.vsphere import cbt, inventory, snapshots
-from mover.vsphere.disks import DiskInfo, disks_of
+from mover.vsphere.disks import DiskInfo, snapshot_disks
 from mover.vsphere.faults import ObjectGone
+from mover.vsphere.inventory import VMFacts
 from mover.vsphere.session import Session
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class VMFacts:
-    ref: Any
-    name: str
-    moref: str
-    instance_uuid: str
-    datacenter: str
 
 
 async def run_backup(settings: BackupSettings, reporter: Reporter) -> BackupResult:
@@ -55,7 +47,7 @@ async def run_backup(settings: BackupSettings, reporter: Reporter) -> BackupResu
     session = Session(settings.server, settings.credentials, settings.tls)
     try:
         await control.run(session.login)
-        vm = await control.run(_facts, session, settings.vm)
+        vm = await control.run(inventory.facts, session, settings.vm)
         run = BackupRun(settings, reporter, repo, control, session, vm)
         await run.prepare()
         await run.execute()
@@ -66,13 +58,18 @@ async def run_backup(settings: BackupSettings, reporter: Reporter) -> BackupResu
     return run.result
 
 
-def _facts(session: Session, spec: str) -> VMFacts:
-    ref = inventory.find_vm(session, spec)
-    config = session.call(lambda: ref.config)
-    if config is None:
-        raise UnsupportedVMError(f"VM {spec!r} has no configuration (is it being created?)")
-    return VMFacts(ref, ref.name, ref._moId, config.instanceUuid,
-                   session.call(lambda: inventory.datacenter_path(session, ref)))
+def refuse_encrypted(vm: VMFacts, disks: list[DiskInfo] | tuple[DiskInfo, ...]) -> None:
+    """``/folder`` serves an encrypted disk's files as they are: ciphertext. Until a
+    transport that decrypts (VDDK over NBD) exists, such a VM is refused, not backed up as
+    noise."""
+    encrypted = [d for d in disks if d.encrypted and not d.independent]
+    if vm.encrypted or encrypted:
+        what = (f"disk {encrypted[0].key} ({encrypted[0].label}) is encrypted" if encrypted
+                else "the VM is encrypted (config.keyId)")
+        raise UnsupportedVMError(
+            f"VM {vm.name!r}: {what} (VM encryption): the datastore transport would read "
+            "ciphertext, not the disk; mover cannot back up encrypted VMs until it has a "
+            "transport that decrypts (VDDK/NBD): exclude this VM or decrypt it")
 
 
 class BackupRun:
@@ -93,27 +90,23 @@ class BackupRun:
         self.resuming: Checkpoint | None = None
 
     async def prepare(self) -> None:
-        """Pick up an interrupted backup to resume, remove mover's other leftover snapshots,
-        and make CBT active."""
+        """Refuse what cannot be backed up, pick up an interrupted backup to resume, remove
+        mover's orphaned snapshots (refusing if another run's live snapshot is there), and
+        make CBT active."""
+        refuse_encrypted(self.vm, self.vm.disks)
         await asyncio.to_thread(self._find_resumable)
-        removed = await self.control.run(snapshots.remove_orphans, self.session, self.vm.ref,
-                                         self._spare)
+        spare = self.resuming.snapshot_moref if self.resuming is not None else None
+        removed = await orphans.clear(self.control, self.session, self.vm, self.repo, spare,
+                                      self.settings.orphan_age)
         self.result.orphans_removed = removed
         for name in removed:
             self.reporter.note(f"removed snapshot {name!r} left by an earlier mover run")
+        tag = orphans.owner(self.repo, self.backup_id, self.created).tag()
         stun = await self.control.run(cbt.ensure_enabled, self.session, self.vm.ref,
-                                      self.settings.enable_cbt)
+                                      self.settings.enable_cbt, tag)
         if stun is not None:
             self.reporter.note(f"enabled CBT on {self.vm.name!r} (stun/unstun {stun:.1f} s)")
             self.result.snapshot["cbt_enable_seconds"] = stun
-
-    def _spare(self, name: str) -> bool:
-        """A mover snapshot that is not an orphan: the one this run resumes from, or one of
-        a backup another run is writing into this repository right now."""
-        if self.resuming is not None and name == self.resuming.snapshot_name:
-            return True
-        backup_id = name[len(snapshots.PREFIX):]
-        return self.repo.is_backup_id(backup_id) and self.repo.is_running(backup_id)
 
     def _find_resumable(self) -> None:
         """The newest interrupted backup of this VM, if it can be resumed; older ones (and
@@ -132,6 +125,9 @@ class BackupRun:
                 why = "another backup of the VM was committed since"
             elif self.settings.full and any(d.mode != "full" for d in saved.disks.values()):
                 why = "a full backup was asked for"
+            elif self.settings.read_all and any(d.since is not None
+                                                for d in saved.disks.values()):
+                why = "a full reading every byte was asked for (--read-all)"
             if why is None and saved is not None:
                 self.resuming = saved
                 self.backup_id, self.created = saved.backup_id, saved.created
@@ -142,92 +138,91 @@ class BackupRun:
                 self.reporter.note(f"discarded interrupted backup {backup_id}: {why}")
 
     async def execute(self) -> None:
-        """Snapshot, plan and copy every disk, remove the snapshot, commit."""
-        snapshot: Any = None
+        """Snapshot, plan and copy every disk, check the snapshot is still there, remove
+        it, commit."""
         pending: PendingBackup | None = None
+        snap: BackupSnapshot | None = None
         try:
             pending = await self._begin()  # holds the backup's lock before its snapshot exists
-            snapshot, same_snapshot = await self._snapshot()
-            devices = await self.control.run(self.session.call,
-                                             lambda: snapshot.config.hardware.device)
-            disks = [d for d in disks_of(devices) if self._usable(d)]
-            parent = await asyncio.to_thread(self.repo.latest, self.vm.instance_uuid)
-            self.result.parent = parent.id if parent else None
-            block_size = self.repo.config.block_size
-            # a read is whole blocks: at least one, at most max_read rounded down to blocks
-            max_read = max(block_size, self.settings.pipeline.max_read // block_size * block_size)
-            planner = Planner(self.repo, self.control, self.session, self.vm.ref, snapshot,
-                              self.settings.full, max_read, self.reporter.note, self.resuming,
-                              same_snapshot)
-            plans = [await planner.plan(disk, parent, pending) for disk in disks]
-            await asyncio.to_thread(pending.write_checkpoint, Checkpoint(
-                self.backup_id, self.created, self.snapshot_name, snapshot._moId,
-                self.result.parent,
-                {p.disk.key: disk_checkpoint(p.disk, self.repo.config.block_size, p.decision)
-                 for p in plans}).to_json())
-            records = await self._copy_disks(plans, pending)
+            snap = self._backup_snapshot()
+            async with snap:
+                records = await self._copy(snap, pending)
+                # After the last read, before the commit: a snapshot removed meanwhile may
+                # have had its delta consolidated into the base disk we read.
+                await snap.verify()
         except BaseException as exc:
-            gone = isinstance(exc, Exception) and not await self._vm_exists()
-            if pending is not None:  # keep what was stored for the next run to resume
-                await asyncio.to_thread(pending.abort if gone else pending.suspend)
-            if gone:
+            vm_gone = isinstance(exc, Exception) and not await self._vm_exists()
+            # The VM is gone, or the snapshot vanished (blocks read since may be of a later
+            # state of the disk, and a resume would trust them): keep nothing. Otherwise
+            # keep what was stored for the next run to resume.
+            discard = vm_gone or (isinstance(exc, Exception) and snap is not None and snap.gone)
+            if pending is not None:
+                await asyncio.to_thread(pending.abort if discard else pending.suspend)
+            if vm_gone:
                 raise ObjectGone(f"VM {self.vm.name!r} disappeared during the backup (deleted "
                                  f"or unregistered); nothing was committed") from exc
             raise
-        finally:
-            if snapshot is not None:
-                await self._remove_snapshot(snapshot)
         record = BackupRecord(
             id=self.backup_id, vm_name=self.vm.name, vm_instance_uuid=self.vm.instance_uuid,
             vm_moref=self.vm.moref, created=self.created, finished=clock.iso(),
             parent=self.result.parent, snapshot=dict(self.result.snapshot), disks=records)
         # A signal that arrives while the record is written comes too late: the commit runs to
         # its end on its thread, and the run reports the committed backup, not an interrupt.
-        commit = asyncio.ensure_future(asyncio.to_thread(pending.commit, record))
-        try:
-            await asyncio.shield(commit)
-        except asyncio.CancelledError:
-            await commit
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
+        await finish(asyncio.to_thread(pending.commit, record), too_late=True)
         self.result.status = "committed"
         self.result.backup_id = self.backup_id
+
+    def _backup_snapshot(self) -> BackupSnapshot:
+        """The backup snapshot: the interrupted run's if it still exists, else a new one."""
+        tag = orphans.owner(self.repo, self.backup_id, self.created).tag()
+        return BackupSnapshot(
+            self.control, self.session, self.vm, self.snapshot_name,
+            f"mover backup {self.backup_id}.", tag, self.settings.quiesce,
+            self.resuming.snapshot_moref if self.resuming is not None else None,
+            self.result.snapshot, self.result.warnings, self.reporter.note)
+
+    async def _copy(self, snap: BackupSnapshot, pending: PendingBackup) -> list[DiskRecord]:
+        """Plan every disk of the snapshot, checkpoint, and copy them."""
+        devices = await self.control.run(snapshot_disks, self.session, snap.ref)
+        disks = [d for d in devices if self._usable(d)]
+        parent = await asyncio.to_thread(self.repo.latest, self.vm.instance_uuid)
+        self.result.parent = parent.id if parent else None
+        block_size = self.repo.config.block_size
+        # a read is whole blocks: at least one, at most max_read rounded down to blocks
+        max_read = max(block_size, self.settings.pipeline.max_read // block_size * block_size)
+        cookie = await SessionCookie.of(self.control, self.session)
+        config = self.repo.config
+        async with DataPlane(self.settings, self.repo.chunks, config.block_size,
+                             cookie) as plane:
+            files = {d.key: await self._data_file(plane, d) for d in disks}
+            planner = Planner(self.repo, self.control, self.session, self.vm.ref, snap.ref,
+                              self.settings.full, max_read, self.reporter.note, self.resuming,
+                              snap.same, self.settings.read_all)
+            plans = [await planner.plan(disk, parent, pending) for disk in disks]
+            await asyncio.to_thread(pending.write_checkpoint, Checkpoint(
+                self.backup_id, self.created, self.snapshot_name, snap.moref,
+                self.result.parent,
+                {p.disk.key: disk_checkpoint(p.disk, block_size, p.decision)
+                 for p in plans}).to_json())
+            return await self._copy_disks(plane, plans, files, pending)
+
+    async def _data_file(self, plane: DataPlane, disk: DiskInfo) -> str:
+        """The file holding ``disk``'s bytes, from its descriptor's extent line; a disk
+        ``/folder`` cannot serve raw is refused with the reason."""
+        text = await plane.descriptor(disk, self.vm.datacenter)
+        try:
+            return data_file(text, disk.descriptor_path, disk.capacity)
+        except Unservable as exc:
+            raise UnsupportedVMError(
+                f"disk {disk.key} ({disk.label}, {disk.file}) cannot be read over the "
+                f"datastore transport: {exc}; exclude the VM or move the disk to VMFS or "
+                "NFS storage as a flat disk") from exc
 
     async def _vm_exists(self) -> bool:
         try:
             return await self.control.run(inventory.exists, self.session, self.vm.ref)
         except Exception:
             return True  # cannot tell: report the original error
-
-    async def _snapshot(self) -> tuple[Any, bool]:
-        """The backup snapshot: the interrupted run's if it still exists, else a new one.
-        The second value says whether it is the interrupted run's."""
-        if self.resuming is not None:
-            moref = self.resuming.snapshot_moref
-            existing = await self.control.run(snapshots.find, self.session, self.vm.ref, moref,
-                                              self.snapshot_name)
-            if existing is not None:
-                self.result.snapshot.update(name=self.snapshot_name, moref=moref,
-                                            create_seconds=0.0)
-                self.reporter.note(f"resuming backup {self.backup_id} from its snapshot")
-                return existing, True
-        # The control thread finishes creating the snapshot even if we are cancelled
-        # meanwhile (SIGTERM): wait for it then, and remove it, or it would be left behind.
-        creation = asyncio.ensure_future(self.control.run(
-            snapshots.create, self.session, self.vm.ref, self.snapshot_name,
-            f"mover backup {self.backup_id}.", self.settings.quiesce))
-        try:
-            snapshot, seconds = await asyncio.shield(creation)
-        except asyncio.CancelledError:
-            with contextlib.suppress(MoverError):
-                created, _ = await creation
-                await self._remove_snapshot(created)
-            raise
-        self.result.snapshot.update(name=self.snapshot_name, moref=snapshot._moId,
-                                    create_seconds=seconds)
-        self.reporter.note(f"snapshot {self.snapshot_name!r} created in {seconds:.2f} s")
-        return snapshot, False
 
     async def _begin(self) -> PendingBackup:
         if self.resuming is not None:
@@ -243,7 +238,9 @@ class BackupRun:
         return await asyncio.to_thread(self.repo.begin, self.vm.instance_uuid, self.backup_id)
 
     def _usable(self, disk: DiskInfo) -> bool:
-        """Independent disks are not in snapshots; a delta backing cannot be read raw."""
+        """Independent disks are not in snapshots; a delta backing cannot be read raw, nor
+        an encrypted disk."""
+        refuse_encrypted(self.vm, [disk])
         if disk.independent:
             self.result.skipped_disks.append({"key": disk.key, "label": disk.label,
                                               "reason": "independent disks are not in snapshots"})
@@ -256,64 +253,34 @@ class BackupRun:
                 "this VM may be running: then wait for it)")
         return True
 
-    async def _remove_snapshot(self, snapshot: Any) -> None:
-        """Remove the backup snapshot, also while the job is being cancelled: the removal
-        runs to its end even if the caller is cancelled meanwhile."""
-        name = self.snapshot_name
-        removal = asyncio.ensure_future(
-            self.control.run(snapshots.remove, self.session, snapshot, name))
-        try:
-            seconds = await asyncio.shield(removal)
-        except asyncio.CancelledError:
-            with contextlib.suppress(MoverError):
-                await removal
-            raise
-        except ObjectGone as exc:
-            self.result.snapshot["removed"] = True
-            self.result.warnings.append(str(exc))
-            return
-        except MoverError as exc:
-            self.result.snapshot["removed"] = False
-            self.result.warnings.append(f"snapshot {name!r} was not removed: {exc}; remove it "
-                                        "by hand or let the next mover run remove it")
-            return
-        self.result.snapshot.update(removed=True, remove_seconds=seconds)
-        self.reporter.note(f"snapshot {name!r} removed in {seconds:.2f} s")
-        if await self.control.run(snapshots.consolidation_needed, self.session, self.vm.ref):
-            self.result.warnings.append(
-                f"vSphere reports that VM {self.vm.name!r} needs disk consolidation")
-
-    async def _copy_disks(self, plans: list[DiskPlan],
+    async def _copy_disks(self, plane: DataPlane, plans: list[DiskPlan], files: dict[int, str],
                           pending: PendingBackup) -> list[DiskRecord]:
-        cookie = await SessionCookie.of(self.control, self.session)
         limit = asyncio.Semaphore(self.settings.parallel_disks)
         records: dict[int, DiskRecord] = {}
-        config = self.repo.config
-        async with DataPlane(self.settings, self.repo.chunks, config.block_size,
-                             cookie) as plane:
 
-            async def one(plan: DiskPlan) -> None:
-                async with limit:
-                    records[plan.disk.key] = await self._copy_disk(plane, plan, pending)
+        async def one(plan: DiskPlan) -> None:
+            async with limit:
+                records[plan.disk.key] = await self._copy_disk(plane, plan,
+                                                               files[plan.disk.key], pending)
 
-            try:
-                async with asyncio.TaskGroup() as group:
-                    for plan in plans:
-                        group.create_task(one(plan))
-            except BaseExceptionGroup as errors:
-                raise first_error(errors) from None
+        try:
+            async with asyncio.TaskGroup() as group:
+                for plan in plans:
+                    group.create_task(one(plan))
+        except BaseExceptionGroup as errors:
+            raise first_error(errors) from None
         self.result.disks.sort(key=lambda d: d.key)
         return [records[k] for k in sorted(records)]
 
-    async def _copy_disk(self, plane: DataPlane, plan: DiskPlan,
+    async def _copy_disk(self, plane: DataPlane, plan: DiskPlan, file: str,
                          pending: PendingBackup) -> DiskRecord:
         disk, decision, index = plan.disk, plan.decision, plan.index
         block_size = self.repo.config.block_size
         self.reporter.disk_started(disk.key, disk.label, decision.mode, total(plan.reads))
         journal = pending.journal(disk.key)
         stats = await copy_disk(
-            plane.transport(disk, self.vm.datacenter), plan.reads, index, plane.processor,
-            plane.executor, self.settings.pipeline,
+            plane.transport(disk, self.vm.datacenter, file), plan.reads, index,
+            plane.processor, plane.executor, self.settings.pipeline,
             progress=lambda n: self.reporter.disk_progress(disk.key, n),
             recorder=lambda rs: journal.append((r.block, r.digest) for r in rs))
         await asyncio.to_thread(pending.write_index, disk.key, index)

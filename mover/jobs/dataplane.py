@@ -3,19 +3,25 @@ keepalive, and the one place where a disk's transport is built and its wrappers 
 
 from __future__ import annotations
 
+import logging
+import random
 import types
 from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 
+from mover import clock
+from mover.errors import TransportError
 from mover.jobs.keepalive import Keepalive, SessionCookie
 from mover.jobs.settings import BackupSettings
-from mover.pipeline.folder import FolderTransport, folder_url, ssl_setting
+from mover.pipeline.folder import FolderTransport, folder_url, read_small, ssl_setting
 from mover.pipeline.process import BlockProcessor, ChunkSink
 from mover.pipeline.retry import RetryBudget, RetryingTransport, RetryPolicy
 from mover.pipeline.transport import Transport
 from mover.vsphere.disks import DiskInfo
 from mover.vsphere.session import COOKIE_NAME
+
+log = logging.getLogger(__name__)
 
 
 class DataPlane:
@@ -63,11 +69,33 @@ class DataPlane:
                 await self._http.close()
             self.executor.shutdown(wait=True, cancel_futures=True)
 
-    def transport(self, disk: DiskInfo, datacenter: str) -> Transport:
-        """The transport that reads ``disk`` of the backup snapshot: ``/folder``, retried."""
+    async def descriptor(self, disk: DiskInfo, datacenter: str) -> str:
+        """The text of ``disk``'s descriptor file (``backing.fileName``) over ``/folder``;
+        transient faults are retried as reads are (same attempts, same job budget)."""
+        assert self._http is not None, "use DataPlane as an async context manager"
+        url = folder_url(self.settings.server.base_url, disk.datastore, disk.descriptor_path,
+                         datacenter)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                body = await read_small(self._http, url, self.cookie, COOKIE_NAME, self._ssl,
+                                        timeout=self.settings.pipeline.read_timeout)
+                return body.decode("utf-8", errors="replace")
+            except TransportError as exc:
+                if (not exc.transient or attempt >= self._policy.attempts
+                        or not self.budget.take()):
+                    raise
+                log.info("retrying the descriptor of disk %d (attempt %d: %s)", disk.key,
+                         attempt, exc)
+            await clock.pause(random.uniform(0.0, self._policy.cap(attempt)))
+
+    def transport(self, disk: DiskInfo, datacenter: str, data_path: str) -> Transport:
+        """The transport that reads ``disk`` of the backup snapshot, whose bytes are in
+        ``data_path`` (from its descriptor): ``/folder``, retried."""
         assert self._http is not None, "use DataPlane as an async context manager"
         pipeline = self.settings.pipeline
-        url = folder_url(self.settings.server.base_url, disk.datastore, disk.flat_path,
+        url = folder_url(self.settings.server.base_url, disk.datastore, data_path,
                          datacenter)
         folder = FolderTransport(self._http, url, disk.capacity, pipeline.fetchers,
                                  self.cookie, COOKIE_NAME, self._ssl,

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mover.changeid import ALL_ALLOCATED
+from mover.errors import VSphereError
 from mover.extents import Extent, align, blocks, plan_reads, without_blocks
 from mover.index import FixedIndex
 from mover.jobs.control import ControlPlane
@@ -18,6 +20,7 @@ from mover.repo import BackupRecord, Repository
 from mover.repo.pending import PendingBackup
 from mover.vsphere import cbt
 from mover.vsphere.disks import DiskInfo
+from mover.vsphere.faults import ObjectGone
 from mover.vsphere.session import Session
 
 log = logging.getLogger(__name__)
@@ -44,7 +47,8 @@ class DiskPlan:
 class Planner:
     """Plans the disks of one backup snapshot. ``resuming`` is the checkpoint of the
     interrupted backup this run completes (None for a fresh one); ``same_snapshot`` says
-    whether the snapshot is that backup's own."""
+    whether the snapshot is that backup's own; ``read_all`` makes every fresh plan a full
+    that reads every byte without asking CBT."""
 
     repo: Repository
     control: ControlPlane
@@ -56,6 +60,7 @@ class Planner:
     note: Callable[[str], None]
     resuming: Checkpoint | None = None
     same_snapshot: bool = False
+    read_all: bool = False
 
     async def plan(self, disk: DiskInfo, parent: BackupRecord | None,
                    pending: PendingBackup) -> DiskPlan:
@@ -95,7 +100,11 @@ class Planner:
 
     async def _fresh(self, disk: DiskInfo, parent: BackupRecord | None) -> DiskPlan:
         block_size = self.repo.config.block_size
-        decision = decide(disk, parent, self.force_full, block_size)
+        if self.read_all:
+            decision = Decision("full", "every byte is read (--read-all: CBT's allocation "
+                                "map is not asked)", None, None)
+        else:
+            decision = decide(disk, parent, self.force_full, block_size)
         areas, decision = await self._areas(disk, decision)
         index = await self._base_index(disk, decision, parent)
         reads = plan_reads(align(areas, block_size, disk.capacity), block_size, self.max_read)
@@ -110,17 +119,27 @@ class Planner:
         return FixedIndex(disk.capacity, self.repo.config.block_size)
 
     async def _areas(self, disk: DiskInfo, decision: Decision) -> tuple[list[Extent], Decision]:
-        """The areas to read; an incremental whose change ID the host rejects becomes a
-        full."""
-        try:
+        """The areas to read. An incremental whose change ID the host rejects becomes a
+        full; a full whose allocation query (``"*"``) fails reads the whole disk (zero
+        blocks are still found and not stored), saying why."""
+        if decision.mode == "incremental":
+            try:
+                return await self._query(disk, decision.since), decision
+            except cbt.ChangeIdRejected as exc:
+                log.warning("%s", exc)
+                decision = Decision("full", f"the host rejected the previous change ID "
+                                    f"({exc})", ALL_ALLOCATED, None)
+        if decision.since != ALL_ALLOCATED:
             return await self._query(disk, decision.since), decision
-        except cbt.ChangeIdRejected as exc:
-            if decision.mode != "incremental":
+        try:
+            return await self._query(disk, ALL_ALLOCATED), decision
+        except VSphereError as exc:
+            if isinstance(exc, ObjectGone):
                 raise
             log.warning("%s", exc)
-            full = Decision("full", f"the host rejected the previous change ID ({exc})", "*",
-                            None)
-            return await self._query(disk, "*"), full
+            return [Extent(0, disk.capacity)], Decision(
+                "full", f"{decision.reason}; the host refused the allocation query (\"*\": "
+                f"{exc}), so every byte is read", None, None)
 
     async def _query(self, disk: DiskInfo, since: str | None) -> list[Extent]:
         """Changed areas since ``since``; None (no CBT on the disk) means the whole disk."""

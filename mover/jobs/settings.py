@@ -18,10 +18,12 @@ class BackupSettings:
     repo: Path
     tls: TlsPolicy = field(default_factory=TlsPolicy)
     full: bool = False                  # ignore the previous backup even when usable
+    read_all: bool = False              # a full reading every byte, not asking CBT ("*")
     quiesce: bool = False
     enable_cbt: bool = True             # may the job switch CBT on (with a stun/unstun cycle)
     block_size: int | None = None       # only for a new repository
     parallel_disks: int = 2
+    orphan_age: float = 24 * 3600.0     # seconds: older foreign mover snapshots are orphans
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
 
 

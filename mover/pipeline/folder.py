@@ -107,7 +107,7 @@ class FolderTransport:
                         raise _failure(where, f"expected HTTP 206, got {resp.status} "
                                        f"{resp.reason}", _transient_status(resp.status))
                     _check_content_range(resp.headers.get("Content-Range", ""), offset, end,
-                                         where)
+                                         self.size, where)
                     filled = 0
                     # readchunk hands over aiohttp's buffered pieces one by one; iter_any
                     # joins them into a new bytes first (fetch stage 1.73 vs 1.37 GB/s).
@@ -148,8 +148,57 @@ def _failure(where: str, cause: str, transient: bool) -> TransportError:
     return TransportError(f"reading {where}: {cause}", transient=transient, cause=cause)
 
 
-def _check_content_range(header: str, start: int, end: int, where: str) -> None:
+def _check_content_range(header: str, start: int, end: int, size: int, where: str) -> None:
     match = _CONTENT_RANGE.match(header.strip())
     if match is None or int(match[1]) != start or int(match[2]) != end:
         raise _failure(where, f"the server answered Content-Range {header!r}, not the range "
                        "asked for", False)
+    if match[3] != "*" and int(match[3]) != size:
+        # the file is not the disk: another extent layout, or a file of another size
+        raise _failure(where, f"the file is {match[3]} bytes, the disk {size} (Content-Range "
+                       f"{header!r}); refusing to read it as the disk", False)
+
+
+async def read_small(http: aiohttp.ClientSession, url: URL, cookie: CookieSource,
+                     cookie_name: str, ssl_: SslSetting = True, limit: int = 64 * 1024,
+                     timeout: float = 60.0) -> bytes:
+    """The whole of a small datastore file (a disk descriptor): one GET, at most ``limit``
+    bytes. Errors are classified as ``FolderTransport``'s; a 401/403 renews the cookie
+    once. A file longer than ``limit`` is refused (a descriptor is a few hundred bytes;
+    a monolithic sparse disk holds its descriptor inside a binary file)."""
+    where = f"{url.path} (whole file)"
+    value = cookie.value
+    for attempt in (1, 2):
+        headers = {"Cookie": f"{cookie_name}={value}"}
+        try:
+            async with asyncio.timeout(timeout):
+                async with http.get(url, headers=headers, ssl=ssl_) as resp:
+                    if resp.status in (401, 403) and attempt == 1:
+                        value = await cookie.refresh(value)
+                        continue
+                    if resp.status in (401, 403):
+                        raise AuthenticationError(f"reading {where}: the host refused the "
+                                                  f"session (HTTP {resp.status}) also after "
+                                                  "logging in again")
+                    if resp.status != 200:
+                        raise _failure(where, f"expected HTTP 200, got {resp.status} "
+                                       f"{resp.reason}", _transient_status(resp.status))
+                    body = bytearray()
+                    while len(body) <= limit:  # read(n) returns what is there, up to n
+                        piece = await resp.content.read(limit + 1 - len(body))
+                        if not piece:
+                            break
+                        body += piece
+        except TimeoutError as exc:
+            raise _failure(where, f"no complete reply within {timeout} s", True) from exc
+        except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
+            raise _failure(where, f"TLS: {exc}", False) from exc
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
+                ConnectionError) as exc:
+            raise _failure(where, f"{type(exc).__name__}: {exc}", True) from exc
+        except aiohttp.ClientError as exc:
+            raise _failure(where, f"{type(exc).__name__}: {exc}", False) from exc
+        if len(body) > limit:
+            raise _failure(where, f"longer than {limit} bytes: not a text descriptor", False)
+        return bytes(body)
+    raise AssertionError("unreachable")

@@ -95,7 +95,8 @@ def hardware_version(vm: Any) -> int:
     return int(version.split("-")[-1]) if version.startswith("vmx-") else 0
 
 
-def ensure_enabled(session: Session, vm: Any, allow_enable: bool) -> float | None:
+def ensure_enabled(session: Session, vm: Any, allow_enable: bool,
+                   owner_tag: str = "") -> float | None:
     """Make CBT active on ``vm``. Returns the seconds the stun/unstun cycle took when CBT had
     to be switched on (None when it already was).
 
@@ -123,6 +124,7 @@ def ensure_enabled(session: Session, vm: Any, allow_enable: bool) -> float | Non
     if session.call(lambda: vm.runtime.powerState) != vim.VirtualMachinePowerState.poweredOn:
         return 0.0
     snap, created = snapshots.create(session, vm, f"{snapshots.PREFIX}cbt-activate",
-                                     "Stun/unstun cycle that activates CBT.", quiesce=False)
-    removed = snapshots.remove(session, snap, f"{snapshots.PREFIX}cbt-activate")
+                                     "Stun/unstun cycle that activates CBT.", quiesce=False,
+                                     owner_tag=owner_tag)
+    removed = snapshots.remove(session, snap.ref, snap.name)
     return created + removed

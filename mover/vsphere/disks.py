@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from mover.vsphere.session import Session
 from mover.vsphere.vmomi import vim
 
 _DATASTORE_PATH = re.compile(r"^\[(?P<ds>[^\]]+)\]\s*(?P<path>.+)$")
@@ -23,17 +24,17 @@ class DiskInfo:
     eager_zeroed: bool
     is_delta: bool          # backing has a parent: a snapshot delta, not a flat base disk
     independent: bool       # independent disks are not in snapshots: they cannot be backed up
+    encrypted: bool = False  # backing.keyId: the files hold ciphertext
 
     @property
     def datastore(self) -> str:
         return split_datastore_path(self.file)[0]
 
     @property
-    def flat_path(self) -> str:
-        """The flat extent file holding the raw bytes of a base disk, relative to the
-        datastore: ``folder/name-flat.vmdk``."""
-        path = split_datastore_path(self.file)[1]
-        return path[: -len(".vmdk")] + "-flat.vmdk" if path.endswith(".vmdk") else path
+    def descriptor_path(self) -> str:
+        """The disk's descriptor file, relative to the datastore: ``folder/name.vmdk``.
+        Which file holds the data is written in it (``mover.vmdk``), never guessed."""
+        return split_datastore_path(self.file)[1]
 
 
 def split_datastore_path(file: str) -> tuple[str, str]:
@@ -63,5 +64,11 @@ def disks_of(devices: list[Any]) -> list[DiskInfo]:
             eager_zeroed=bool(getattr(backing, "eagerlyScrub", False)),
             is_delta=getattr(backing, "parent", None) is not None,
             independent=mode.startswith("independent"),
+            encrypted=getattr(backing, "keyId", None) is not None,
         ))
     return sorted(disks, key=lambda d: d.key)
+
+
+def snapshot_disks(session: Session, snapshot: Any) -> list[DiskInfo]:
+    """The disks of a snapshot (``SnapshotRef.ref``), as it froze them."""
+    return disks_of(session.call(lambda: snapshot.config.hardware.device))

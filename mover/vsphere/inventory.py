@@ -3,14 +3,42 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from mover.errors import NotFoundError, UsageError
+from mover.errors import NotFoundError, UnsupportedVMError, UsageError
+from mover.vsphere.disks import DiskInfo, disks_of
 from mover.vsphere.session import Session
 from mover.vsphere.vmomi import vim, vmodl
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _MOREF = re.compile(r"^vm-\d+$")
+
+
+@dataclass(frozen=True, slots=True)
+class VMFacts:
+    """What a backup needs to know of its VM. ``ref`` is the pyvmomi object, handed back to
+    ``mover.vsphere`` functions only."""
+
+    ref: Any
+    name: str
+    moref: str
+    instance_uuid: str
+    datacenter: str
+    encrypted: bool             # config.keyId: the VM's home and disks are encrypted
+    disks: tuple[DiskInfo, ...]  # of the running VM (the snapshot's are read later)
+
+
+def facts(session: Session, spec: str) -> VMFacts:
+    """Find the VM ``spec`` names (see ``find_vm``) and read its facts."""
+    ref = find_vm(session, spec)
+    config = session.call(lambda: ref.config)
+    if config is None:
+        raise UnsupportedVMError(f"VM {spec!r} has no configuration (is it being created?)")
+    return VMFacts(ref, ref.name, ref._moId, config.instanceUuid,
+                   session.call(lambda: datacenter_path(session, ref)),
+                   getattr(config, "keyId", None) is not None,
+                   tuple(disks_of(config.hardware.device)))
 
 
 def find_vm(session: Session, spec: str) -> Any:

@@ -194,7 +194,7 @@ func (l *Lab) serveDisk(w http.ResponseWriter, r *http.Request, vm *labVM, d *di
 			httpErr(w, 400, fmt.Errorf("capacity can only grow, in multiples of 512"))
 			return
 		}
-		if err := d.grow(req.Capacity); err != nil {
+		if err := d.grow(l.root, req.Capacity); err != nil {
 			httpErr(w, 500, err)
 			return
 		}
@@ -312,4 +312,3 @@ func httpErr(w http.ResponseWriter, status int, err error) {
 	writeJSON(w, status, map[string]string{"error": err.Error()})
 }
 
-func writeFile(p, s string) error { return os.WriteFile(p, []byte(s), 0o644) }

@@ -4,10 +4,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/vmware/govmomi/vim25/types"
 )
 
 // layer is one link of a disk's chain, as ESXi keeps it on VMFS: a descriptor file and a data
@@ -33,6 +36,11 @@ type disk struct {
 	chain    []*layer
 	deltas   int // delta files created so far, numbers the next one (vm1-000001, ...)
 	cbt      cbtState
+	// extent is what the base descriptor's extent line claims ("" = a VMFS flat file);
+	// other values make the descriptor say SESPARSE, an RDM, vsan:// or vvol:// while the
+	// lab keeps serving the data file, so clients can be tested on what they refuse.
+	extent string
+	keyID  *types.CryptoKeyId // set: the disk is encrypted (backing.keyId)
 }
 
 const zeroBufSize = 1 << 20
@@ -60,21 +68,74 @@ func openLayer(root, desc, data string, capacity int64, descText string) (*layer
 	return &layer{desc: desc, data: data, f: f, written: &extentSet{}}, nil
 }
 
-// descriptor renders a minimal VMDK text descriptor, enough for a human poking at the
-// datastore to see what a file is; nothing in the lab parses it back.
-func descriptor(d *disk, dataFile, parentDesc string) string {
+// extentKinds maps a disk spec's "extent" to the createType and extent line ESXi writes for
+// such a disk ("%s" is the data file's base name, "%d" the capacity in sectors).
+var extentKinds = map[string][2]string{
+	"":                   {"vmfs", `RW %d VMFS "%s"`},
+	"SESPARSE":           {"seSparse", `RW %d SESPARSE "%s"`},
+	"VMFSSPARSE":         {"vmfsSparse", `RW %d VMFSSPARSE "%s"`},
+	"VMFSRDM":            {"vmfsRawDeviceMap", `RW %d VMFSRDM "%s"`},
+	"VMFSPASSTHROUGHRDM": {"vmfsPassthroughRawDeviceMap", `RW %d VMFSPASSTHROUGHRDM "%s"`},
+	"vsan":               {"vmfs", `RW %d VMFS "vsan://52b1c2d3e4f5a6b7-%.0s8c9d0e1f2a3b4c5d"`},
+	"vvol":               {"vmfs", `RW %d VMFS "vvol://rfc4122.4d6f0a1c-lab0-4000-8000-000000000001/naa.6000%.0s1"`},
+}
+
+// cid is a layer's content ID as descriptors print it (8 hex digits), stable per file name.
+func cid(desc string) string {
+	h := fnv.New32a()
+	h.Write([]byte(desc))
+	return fmt.Sprintf("%08x", h.Sum32()|1)
+}
+
+// descriptor renders the VMDK text descriptor of chain[idx] as ESXi writes it on VMFS: a
+// base disk's extent is its flat file ("RW <sectors> VMFS "name-flat.vmdk""), a delta's its
+// sparse file with the parent's CID and file name. The lab itself never parses it back.
+func descriptor(d *disk, idx int) string {
+	l := d.chain[idx]
 	var b strings.Builder
-	b.WriteString("# Disk DescriptorFile\nversion=1\nencoding=\"UTF-8\"\nCID=fffffffe\n")
-	if parentDesc == "" {
-		b.WriteString("parentCID=ffffffff\ncreateType=\"vmfs\"\n\n")
-		fmt.Fprintf(&b, "RW %d VMFS \"%s\"\n", d.capacity/512, filepath.Base(dataFile))
+	b.WriteString("# Disk DescriptorFile\nversion=1\nencoding=\"UTF-8\"\n")
+	fmt.Fprintf(&b, "CID=%s\n", cid(l.desc))
+	sectors := d.capacity / 512
+	if idx == 0 {
+		kind := extentKinds[d.extent]
+		fmt.Fprintf(&b, "parentCID=ffffffff\ncreateType=\"%s\"\n\n# Extent description\n", kind[0])
+		fmt.Fprintf(&b, kind[1]+"\n", sectors, filepath.Base(l.data))
 	} else {
-		fmt.Fprintf(&b, "parentCID=fffffffe\nparentFileNameHint=\"%s\"\ncreateType=\"vmfsSparse\"\n\n",
-			filepath.Base(parentDesc))
-		fmt.Fprintf(&b, "RW %d VMFSSPARSE \"%s\"\n", d.capacity/512, filepath.Base(dataFile))
+		parent := d.chain[idx-1]
+		fmt.Fprintf(&b, "parentCID=%s\ncreateType=\"vmfsSparse\"\nparentFileNameHint=\"%s\"\n\n",
+			cid(parent.desc), filepath.Base(parent.desc))
+		fmt.Fprintf(&b, "# Extent description\nRW %d VMFSSPARSE \"%s\"\n", sectors, filepath.Base(l.data))
 	}
-	fmt.Fprintf(&b, "\nddb.uuid = \"%s\"\nddb.thinProvisioned = \"%d\"\n", d.uuid, boolInt(d.kind == "thin"))
+	if d.keyID != nil {
+		fmt.Fprintf(&b, "\n# The Disk Data Base\n#DDB\n\nencryption.keySafe = \"vmware:key/list/(pair/(fqid/<VMWARE-NULL>/%s/%s,HMAC-SHA-256,lab))\"\n",
+			d.keyID.ProviderId.Id, d.keyID.KeyId)
+		b.WriteString("encryption.data = \"lab-ciphertext-header\"\n")
+	} else {
+		b.WriteString("\n# The Disk Data Base\n#DDB\n\n")
+	}
+	cylinders := sectors / (255 * 63)
+	if cylinders > 65535 {
+		cylinders = 65535
+	}
+	fmt.Fprintf(&b, "ddb.adapterType = \"lsilogic\"\nddb.deletable = \"true\"\n")
+	fmt.Fprintf(&b, "ddb.geometry.cylinders = \"%d\"\nddb.geometry.heads = \"255\"\nddb.geometry.sectors = \"63\"\n", cylinders)
+	fmt.Fprintf(&b, "ddb.longContentID = \"%s%s%s%s\"\n", cid(l.desc), cid(l.data), cid(d.uuid), cid(d.stem))
+	if idx == 0 && d.kind == "thin" {
+		b.WriteString("ddb.thinProvisioned = \"1\"\n")
+	}
+	fmt.Fprintf(&b, "ddb.uuid = \"%s\"\nddb.virtualHWVersion = \"13\"\n", d.uuid)
 	return b.String()
+}
+
+// writeDescriptors (re)writes the descriptor of every layer: after creation, a snapshot, a
+// consolidation (a delta's parent changed) and a resize (the extent's sector count).
+func (d *disk) writeDescriptors(root string) error {
+	for i, l := range d.chain {
+		if err := os.WriteFile(filepath.Join(root, l.desc), []byte(descriptor(d, i)), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func boolInt(b bool) int {
@@ -207,12 +268,8 @@ func (d *disk) freeze(root string) (*layer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(root, l.desc),
-		[]byte(descriptor(d, l.data, frozen.desc)), 0o644); err != nil {
-		return nil, err
-	}
 	d.chain = append(d.chain, l)
-	return frozen, nil
+	return frozen, d.writeDescriptors(root)
 }
 
 // consolidate merges the layer above chain[idx] into it and deletes the merged delta's
@@ -244,18 +301,19 @@ func (d *disk) consolidate(root string, idx int) (*layer, error) {
 	os.Remove(filepath.Join(root, src.data))
 	os.Remove(filepath.Join(root, src.desc))
 	d.chain = append(d.chain[:idx+1], d.chain[idx+2:]...)
-	return src, nil
+	return src, d.writeDescriptors(root)
 }
 
-// grow extends every layer file of the disk to the new capacity.
-func (d *disk) grow(capacity int64) error {
+// grow extends every layer file of the disk to the new capacity; the descriptors' extent
+// lines then say the new size, as after ESXi extends a disk.
+func (d *disk) grow(root string, capacity int64) error {
 	for _, l := range d.chain {
 		if err := l.f.Truncate(capacity); err != nil {
 			return err
 		}
 	}
 	d.capacity = capacity
-	return nil
+	return d.writeDescriptors(root)
 }
 
 // close releases the files of every layer and removes them.

@@ -26,7 +26,7 @@ type faultRule struct {
 
 var faultKinds = map[string]map[string]bool{
 	"folder": {"status503": true, "status500": true, "reset": true, "delay": true},
-	"soap":   {"sessionExpire": true, "snapshotCreateFail": true, "taskInProgress": true, "delay": true},
+	"soap":   {"sessionExpire": true, "snapshotCreateFail": true, "taskInProgress": true, "fileFault": true, "delay": true},
 }
 
 // faultSet has its own lock: /folder transfers do not take the lab lock.

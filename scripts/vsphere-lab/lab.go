@@ -254,6 +254,7 @@ func (l *Lab) backing(d *disk, idx int, changeID string) *types.VirtualDiskFlatV
 		DigestEnabled:   types.NewBool(false),
 		Uuid:            d.uuid,
 		ChangeId:        changeID,
+		KeyId:           d.keyID,
 	}
 	if idx > 0 {
 		b.Parent = l.backing(d, idx-1, "")

@@ -14,6 +14,13 @@ import (
 type diskSpec struct {
 	Capacity int64  `json:"capacity"`
 	Type     string `json:"type"`
+	// FlatName names the base data file (in the VM's directory) instead of
+	// "<disk>-flat.vmdk": only the descriptor's extent line says which file holds the data.
+	FlatName string `json:"flatName"`
+	// Extent makes the base descriptor claim another extent (see extentKinds).
+	Extent string `json:"extent"`
+	// Encrypted sets backing.keyId (and the VM's config.keyId), as VM encryption does.
+	Encrypted bool `json:"encrypted"`
 }
 
 type vmSpec struct {
@@ -44,6 +51,12 @@ func (l *Lab) createVM(spec vmSpec) (*labVM, error) {
 		case "thin", "eagerZeroedThick":
 		default:
 			return nil, fmt.Errorf("disk %d: type must be thin or eagerZeroedThick", i)
+		}
+		if _, ok := extentKinds[d.Extent]; !ok {
+			return nil, fmt.Errorf("disk %d: unknown extent %q", i, d.Extent)
+		}
+		if strings.ContainsAny(d.FlatName, "/\\\"") || (d.FlatName != "" && !strings.HasSuffix(d.FlatName, ".vmdk")) {
+			return nil, fmt.Errorf("disk %d: flatName must be a file name ending in .vmdk", i)
 		}
 	}
 	finder := find.NewFinder(l.client, false)
@@ -125,6 +138,7 @@ func (l *Lab) createVM(spec vmSpec) (*labVM, error) {
 	sv := simulator.Map.Get(ref).(*simulator.VirtualMachine)
 
 	vm := &labVM{name: spec.Name, ref: ref, power: types.VirtualMachinePowerStatePoweredOff}
+	encrypted := false
 	for _, dev := range sv.Config.Hardware.Device {
 		vd, ok := dev.(*types.VirtualDisk)
 		if !ok {
@@ -135,17 +149,30 @@ func (l *Lab) createVM(spec vmSpec) (*labVM, error) {
 		p.FromString(b.FileName)
 		stem := strings.TrimSuffix(p.Path, ".vmdk")
 		i := int(vd.Key - 2000)
-		d := &disk{key: vd.Key, stem: stem, capacity: spec.Disks[i].Capacity,
-			kind: spec.Disks[i].Type, uuid: newVMwareUUID()}
-		base, err := openLayer(l.root, stem+".vmdk", stem+"-flat.vmdk", d.capacity, "")
+		ds := spec.Disks[i]
+		d := &disk{key: vd.Key, stem: stem, capacity: ds.Capacity,
+			kind: ds.Type, uuid: newVMwareUUID(), extent: ds.Extent}
+		if ds.Encrypted {
+			d.keyID = labKey(spec.Name, vd.Key)
+			encrypted = true
+		}
+		flat := stem + "-flat.vmdk"
+		if ds.FlatName != "" {
+			flat = path.Join(path.Dir(stem), ds.FlatName)
+		}
+		base, err := openLayer(l.root, stem+".vmdk", flat, d.capacity, "")
 		if err != nil {
 			return nil, err
 		}
 		d.chain = []*layer{base}
-		if err := writeFile(l.datastorePath(base.desc), descriptor(d, base.data, "")); err != nil {
+		if err := d.writeDescriptors(l.root); err != nil {
 			return nil, err
 		}
 		vm.disks = append(vm.disks, d)
+	}
+	if encrypted {
+		// An encrypted disk needs an encrypted VM home on vSphere: config.keyId is set too.
+		sv.Config.KeyId = labKey(spec.Name, 0)
 	}
 	l.vms[vm.name] = vm
 	l.byRef[ref.Value] = vm
@@ -173,6 +200,12 @@ func (l *Lab) createVM(spec vmSpec) (*labVM, error) {
 		l.reconcile(vm)
 	}
 	return vm, nil
+}
+
+// labKey is the key a lab key provider "lab-kms" would hand out for a VM (key 0) or disk.
+func labKey(vm string, key int32) *types.CryptoKeyId {
+	return &types.CryptoKeyId{KeyId: fmt.Sprintf("%s-%d", vm, key),
+		ProviderId: &types.KeyProviderId{Id: "lab-kms"}}
 }
 
 // destroyVM powers the VM off and destroys it through vcsim, then drops its files.
@@ -240,6 +273,8 @@ func (l *Lab) vmJSON(vm *labVM) map[string]interface{} {
 			"capacity": d.capacity,
 			"type":     d.kind,
 			"changeId": nullable(d.cbt.changeID()),
+			"encrypted": d.keyID != nil,
+			"extent":    d.extent,
 		})
 	}
 	out["disks"] = disks

@@ -66,7 +66,7 @@ def test_ten_backups_forget_gc_then_every_kept_backup_restores(
     assert run.result["kept"][0]["reasons"][0] == "last"
     needed = needed_by_backups(repo)
     assert needed < before                                   # some chunks became garbage
-    gc = mover("gc", "--repo", repo, "--json")
+    gc = mover("gc", "--repo", repo, "--repack-threshold", "0", "--json")
     assert gc.code == 0, gc.stderr
     assert chunks_in(repo) == needed                         # exactly the garbage is gone
     assert gc.result["chunks_removed"] == len(before) - len(needed)
@@ -185,9 +185,11 @@ def test_repair_index_rebuilds_indexes_from_the_packs(
     vm, repo = unique_name("idx"), tmp_path / "repo"
     lab.configure(snapshotDigests=True)
     lab.create_vm(vm, [{"capacity": 64 * MiB, "type": "thin"}])
-    lab.write(vm, KEY, 0, random.Random(5).randbytes(8 * MiB))
-    result = backup(lab, vm, repo, "--checkpoint-every", "2")
-    for name in sorted((repo / "index").iterdir())[:2]:
+    lab.write(vm, KEY, 0, random.Random(5).randbytes(32 * MiB))
+    result = backup(lab, vm, repo, "--checkpoint-every", "1")      # a pack a sync or so
+    lost = sorted((repo / "index").iterdir())[:2]
+    assert len(lost) == 2
+    for name in lost:
         if loss == "deleted":
             name.unlink()
         else:
