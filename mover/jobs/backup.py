@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ from mover import clock
 from mover.aio import first_error
 from mover.errors import MoverError, RepositoryError, UnsupportedVMError
 from mover.extents import total
+from mover.jobs import canary
+from mover.jobs.blocks import RepositoryBlocks
 from mover.jobs.control import ControlPlane
 from mover.jobs.dataplane import DataPlane
 from mover.jobs.keepalive import SessionCookie
@@ -91,6 +94,8 @@ class BackupRun:
         self.snapshot_name = f"{snapshots.PREFIX}{self.backup_id}"
         self.created = clock.iso()
         self.resuming: Checkpoint | None = None
+        self.checkpoint: Checkpoint | None = None
+        self._checkpointing = asyncio.Lock()
 
     async def prepare(self) -> None:
         """Pick up an interrupted backup to resume, remove mover's other leftover snapshots,
@@ -158,13 +163,14 @@ class BackupRun:
             max_read = max(block_size, self.settings.pipeline.max_read // block_size * block_size)
             planner = Planner(self.repo, self.control, self.session, self.vm.ref, snapshot,
                               self.settings.full, max_read, self.reporter.note, self.resuming,
-                              same_snapshot)
+                              same_snapshot, self.backup_id, self.settings.canary_blocks)
             plans = [await planner.plan(disk, parent, pending) for disk in disks]
-            await asyncio.to_thread(pending.write_checkpoint, Checkpoint(
+            self.checkpoint = Checkpoint(
                 self.backup_id, self.created, self.snapshot_name, snapshot._moId,
                 self.result.parent,
                 {p.disk.key: disk_checkpoint(p.disk, self.repo.config.block_size, p.decision)
-                 for p in plans}).to_json())
+                 for p in plans})
+            await asyncio.to_thread(pending.write_checkpoint, self.checkpoint.to_json())
             records = await self._copy_disks(plans, pending)
         except BaseException as exc:
             gone = isinstance(exc, Exception) and not await self._vm_exists()
@@ -290,7 +296,7 @@ class BackupRun:
         records: dict[int, DiskRecord] = {}
         config = self.repo.config
         async with DataPlane(self.settings, self.repo.chunks, config.block_size, config.level,
-                             cookie) as plane:
+                             cookie, RepositoryBlocks(self.repo)) as plane:
 
             async def one(plan: DiskPlan) -> None:
                 async with limit:
@@ -307,13 +313,19 @@ class BackupRun:
 
     async def _copy_disk(self, plane: DataPlane, plan: DiskPlan,
                          pending: PendingBackup) -> DiskRecord:
+        transport = plane.transport(plan.disk, self.vm.datacenter)
+        check = await canary.check(transport, plan, plane.processor, plane.executor,
+                                   self.settings.pipeline)
+        if check.mismatches:
+            plan = await self._read_whole(plan, check.mismatches, pending)
         disk, decision, index = plan.disk, plan.decision, plan.index
         block_size = self.repo.config.block_size
-        self.reporter.disk_started(disk.key, disk.label, decision.mode, total(plan.reads))
+        self.reporter.disk_started(disk.key, disk.label, decision.mode,
+                                   sum(f.length for f in plan.reads))
         journal = pending.journal(disk.key)
         try:
             stats = await copy_disk(
-                plane.transport(disk, self.vm.datacenter), plan.reads, index, plane.processor,
+                transport, plan.reads, index, plane.processor,
                 plane.executor, self.settings.pipeline,
                 progress=lambda n: self.reporter.disk_progress(disk.key, n),
                 recorder=lambda rs: journal.append(((r.block, r.digest) for r in rs), True),
@@ -327,13 +339,40 @@ class BackupRun:
             bytes_read=stats.bytes_read, bytes_stored=stats.bytes_stored,
             zero_blocks=stats.zero_blocks, new_chunks=stats.new_chunks,
             dedup_chunks=stats.dedup_chunks, seconds=stats.seconds,
-            resumed_blocks=plan.resumed_blocks, retries=plane.retries(disk.key))
+            resumed_blocks=plan.resumed_blocks, retries=plane.retries(disk.key),
+            merged_blocks=stats.merged_blocks, base_seconds=stats.base_seconds,
+            refetched_blocks=stats.refetched_blocks, canary_blocks=check.blocks,
+            canary_bytes=check.bytes_read, canary_seconds=check.seconds,
+            cbt_suspect=canary.suspect(plan), canary_mismatches=check.mismatches)
+        done.bytes_read += check.bytes_read
         self.result.disks.append(done)
         self.reporter.disk_done(disk.key, done)
         return DiskRecord(
             key=disk.key, label=disk.label, uuid=disk.uuid, capacity=disk.capacity,
             file=disk.file, change_id=disk.change_id, mode=decision.mode,
             reason=plan.reason, block_size=block_size, changed_bytes=done.changed_bytes,
-            bytes_read=stats.bytes_read, bytes_stored=stats.bytes_stored, blocks=len(index),
+            bytes_read=done.bytes_read, bytes_stored=stats.bytes_stored, blocks=len(index),
             zero_blocks=index.zero_blocks(), new_chunks=stats.new_chunks,
-            dedup_chunks=stats.dedup_chunks, seconds=stats.seconds)
+            dedup_chunks=stats.dedup_chunks, seconds=stats.seconds,
+            extra={"cbt_suspect": True, "canary_mismatches": check.mismatches}
+            if done.cbt_suspect else {})
+
+    async def _read_whole(self, plan: DiskPlan, offsets: list[int],
+                          pending: PendingBackup) -> DiskPlan:
+        """The canary caught CBT losing changes: read the disk whole, as a full, in this run
+        (the checkpoint says so before any of it is journaled, so a resume continues it)."""
+        max_read = max(plan.index.block_size, self.settings.pipeline.max_read
+                       // plan.index.block_size * plan.index.block_size)
+        full = canary.as_full(plan, offsets, max_read)
+        warning = canary.warning(self.vm.name, plan.disk.key, offsets)
+        log.warning("%s", warning)
+        self.result.warnings.append(warning)
+        self.reporter.note(warning)
+        async with self._checkpointing:
+            assert self.checkpoint is not None
+            saved = disk_checkpoint(full.disk, plan.index.block_size, full.decision)
+            self.checkpoint = dataclasses.replace(
+                self.checkpoint, disks={**self.checkpoint.disks, plan.disk.key: saved})
+            await asyncio.to_thread(pending.journal(plan.disk.key, truncate=True).close)
+            await asyncio.to_thread(pending.write_checkpoint, self.checkpoint.to_json())
+        return full

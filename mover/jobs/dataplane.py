@@ -11,7 +11,7 @@ import aiohttp
 from mover.jobs.keepalive import Keepalive, SessionCookie
 from mover.jobs.settings import BackupSettings
 from mover.pipeline.folder import FolderTransport, folder_url, ssl_setting
-from mover.pipeline.process import BlockProcessor, ChunkSink
+from mover.pipeline.process import BlockProcessor, BlockSource, ChunkSink
 from mover.pipeline.retry import RetryBudget, RetryingTransport, RetryPolicy
 from mover.pipeline.transport import Transport
 from mover.vsphere.disks import DiskInfo
@@ -25,9 +25,9 @@ class DataPlane:
     ``settings.pipeline.keepalive`` seconds; a 401 on ``/folder`` refreshes ``cookie``."""
 
     def __init__(self, settings: BackupSettings, sink: ChunkSink, block_size: int, level: int,
-                 cookie: SessionCookie) -> None:
+                 cookie: SessionCookie, source: BlockSource | None = None) -> None:
         self.settings = settings
-        self.processor = BlockProcessor(sink, block_size, level)
+        self.processor = BlockProcessor(sink, block_size, level, source)
         self.executor = ThreadPoolExecutor(settings.pipeline.workers,
                                            thread_name_prefix="mover-cpu")
         tls = settings.tls
