@@ -71,11 +71,13 @@ async def run_backup(settings: BackupSettings, reporter: Reporter) -> BackupResu
 
 def _facts(session: Session, spec: str) -> VMFacts:
     ref = inventory.find_vm(session, spec)
-    config = session.call(lambda: ref.config)
-    if config is None:
+    # one round trip for what we need (reading ref.config would fetch and decode all of it)
+    props = inventory.properties(session, ref, ["name", "config.instanceUuid", "parent"])
+    if props["config.instanceUuid"] is None:
         raise UnsupportedVMError(f"VM {spec!r} has no configuration (is it being created?)")
-    return VMFacts(ref, ref.name, ref._moId, config.instanceUuid,
-                   session.call(lambda: inventory.datacenter_path(session, ref)))
+    return VMFacts(ref, props["name"], ref._moId, props["config.instanceUuid"],
+                   session.call(lambda: inventory.datacenter_path(session, ref,
+                                                                  props["parent"])))
 
 
 class BackupRun:

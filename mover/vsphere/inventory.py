@@ -64,6 +64,17 @@ def _all_vm_names(content: Any) -> list[tuple[Any, str]]:
         view.Destroy()
 
 
+def properties(session: Session, obj: Any, paths: list[str]) -> dict[str, Any]:
+    """Some properties of one managed object in one PropertyCollector round trip (reading
+    ``vm.config.x`` through pyVmomi fetches and decodes the whole ``config``, each time)."""
+    spec = vmodl.query.PropertyCollector.FilterSpec(
+        objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=obj, skip=False)],
+        propSet=[vmodl.query.PropertyCollector.PropertySpec(type=type(obj), pathSet=paths)])
+    result = session.call(lambda: session.content.propertyCollector.RetrieveContents([spec]))
+    found = {prop.name: prop.val for item in result or [] for prop in item.propSet or []}
+    return {path: found.get(path) for path in paths}
+
+
 def exists(session: Session, vm: Any) -> bool:
     """Whether ``vm`` is still in the inventory."""
     try:
@@ -73,11 +84,11 @@ def exists(session: Session, vm: Any) -> bool:
     return True
 
 
-def datacenter_path(session: Session, vm: Any) -> str:
+def datacenter_path(session: Session, vm: Any, parent: Any = None) -> str:
     """The datacenter's inventory path as ``/folder``'s ``dcPath`` wants it (``DC0`` or
-    ``Folder/DC0`` for a datacenter inside folders)."""
+    ``Folder/DC0`` for a datacenter inside folders). ``parent``: the VM's, if known."""
     root = session.content.rootFolder
-    node = vm.parent
+    node = parent if parent is not None else vm.parent
     while node is not None and not isinstance(node, vim.Datacenter):
         node = node.parent
     if node is None:
