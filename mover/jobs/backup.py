@@ -28,7 +28,8 @@ from mover.jobs.planning import DiskPlan, Planner
 from mover.jobs.reporting import BackupResult, DiskResult, Reporter
 from mover.jobs.resume import Checkpoint, disk_checkpoint
 from mover.jobs.settings import BackupSettings
-from mover.pipeline.copy import copy_disk
+from mover.pipeline.copy import CopyStats, PipelineSettings, copy_disk
+from mover.pipeline.transport import Transport
 from mover.repo import BackupRecord, DiskRecord, Repository
 from mover.repo.pending import PendingBackup
 from mover.vsphere import cbt, inventory, snapshots
@@ -316,24 +317,31 @@ class BackupRun:
     async def _copy_disk(self, plane: DataPlane, plan: DiskPlan,
                          pending: PendingBackup) -> DiskRecord:
         transport = plane.transport(plan.disk, self.vm.datacenter)
-        check = await canary.check(transport, plan, plane.processor, plane.executor,
-                                   self.settings.pipeline)
-        if check.mismatches:
+        pipeline = self.settings.pipeline
+        # The canary reads beside the copy, with a quarter of the disk's fetchers, so that
+        # its latency hides behind the copy's; with fewer than 4 fetchers it reads first.
+        share = pipeline.fetchers // 4 if plan.canary else 0
+        checking = asyncio.ensure_future(canary.check(
+            transport, plan, plane.processor, plane.executor,
+            dataclasses.replace(pipeline, fetchers=max(1, share))))
+        if not share:
+            await checking  # a failed canary read fails the disk before its copy
+        try:
+            stats = await self._copy(transport, plane, plan, pending,
+                                     dataclasses.replace(pipeline,
+                                                         fetchers=pipeline.fetchers - share))
+        except BaseException:
+            checking.cancel()
+            await asyncio.wait([checking])
+            raise
+        check = await checking
+        if check.mismatches:  # the incremental just copied is wrong: read the disk whole
             plan = await self._read_whole(plan, check.mismatches, pending)
+            wasted = stats.bytes_read
+            stats = await self._copy(transport, plane, plan, pending, pipeline)
+            stats.bytes_read += wasted
         disk, decision, index = plan.disk, plan.decision, plan.index
         block_size = self.repo.config.block_size
-        self.reporter.disk_started(disk.key, disk.label, decision.mode,
-                                   sum(f.length for f in plan.reads))
-        journal = pending.journal(disk.key)
-        try:
-            stats = await copy_disk(
-                transport, plan.reads, index, plane.processor,
-                plane.executor, self.settings.pipeline,
-                progress=lambda n: self.reporter.disk_progress(disk.key, n),
-                recorder=lambda rs: journal.append(((r.block, r.digest) for r in rs), True),
-                stored=lambda rs: journal.append(((r.block, r.digest) for r in rs), False))
-        finally:
-            journal.close()
         await asyncio.to_thread(pending.write_index, disk.key, index)
         done = DiskResult(
             key=disk.key, label=disk.label, mode=decision.mode, reason=plan.reason,
@@ -358,6 +366,21 @@ class BackupRun:
             dedup_chunks=stats.dedup_chunks, seconds=stats.seconds,
             extra={"cbt_suspect": True, "canary_mismatches": check.mismatches}
             if done.cbt_suspect else {})
+
+    async def _copy(self, transport: Transport, plane: DataPlane, plan: DiskPlan,
+                    pending: PendingBackup, pipeline: PipelineSettings) -> CopyStats:
+        disk = plan.disk
+        self.reporter.disk_started(disk.key, disk.label, plan.decision.mode,
+                                   sum(f.length for f in plan.reads))
+        journal = pending.journal(disk.key)
+        try:
+            return await copy_disk(
+                transport, plan.reads, plan.index, plane.processor, plane.executor, pipeline,
+                progress=lambda n: self.reporter.disk_progress(disk.key, n),
+                recorder=lambda rs: journal.append(((r.block, r.digest) for r in rs), True),
+                stored=lambda rs: journal.append(((r.block, r.digest) for r in rs), False))
+        finally:
+            journal.close()
 
     async def _read_whole(self, plan: DiskPlan, offsets: list[int],
                           pending: PendingBackup) -> DiskPlan:

@@ -70,8 +70,10 @@ async def check(transport: Transport, plan: DiskPlan, processor: BlockProcessor,
     extents = [Extent(b * bs, min(bs, capacity - b * bs)) for b in sorted(plan.canary)]
     seen = _Seen()
     max_read = max(bs, settings.max_read // bs * bs)
+    # Not durable: nothing will name what the canary read (a mismatching block is read
+    # again by the full, which syncs), so it pays for no syncfs.
     stats = await copy_disk(transport, plan_reads(extents, bs, max_read), seen, processor,
-                            executor, settings)
+                            executor, settings, durable=False)
     mismatches = [b * bs for b, parent in sorted(plan.canary.items())
                   if seen.digests.get(b, parent) != parent]
     return CanaryReport(len(plan.canary), stats.bytes_read, clock.monotonic() - started,

@@ -78,7 +78,7 @@ async def copy_disk(transport: Transport, reads: Iterable[Extent | Fetch], index
                     processor: BlockProcessor, executor: Executor, settings: PipelineSettings,
                     progress: Progress | None = None,
                     recorder: Recorder | None = None,
-                    stored: Recorder | None = None) -> CopyStats:
+                    stored: Recorder | None = None, durable: bool = True) -> CopyStats:
     """Read every extent of ``reads`` and record each block's digest in ``index``.
 
     A :class:`~mover.fetchplan.Fetch` reads only its pieces; the other bytes of its blocks
@@ -89,7 +89,10 @@ async def copy_disk(transport: Transport, reads: Iterable[Extent | Fetch], index
     synced). ``stored`` is called with the blocks of each read as soon as their chunks are
     stored (they survive the death of the process, not yet a power loss); ``recorder`` is
     called, in order, with blocks whose chunks are durable. On an error the first failure
-    is raised (other stages are cancelled) and the index must not be committed."""
+    is raised (other stages are cancelled) and the index must not be committed.
+
+    ``durable=False`` (a read whose index nothing will name durably, like the CBT canary's)
+    skips the syncs: the returned digests are then not a promise about the sink."""
     loop = asyncio.get_running_loop()
     stats = CopyStats()
     pending = (r if isinstance(r, Fetch) else Fetch.whole(r) for r in reads)
@@ -170,7 +173,7 @@ async def copy_disk(transport: Transport, reads: Iterable[Extent | Fetch], index
                 stored(results)
             batch.extend(results)
             batch_bytes += length
-            if batch_bytes >= SYNC_EVERY and not syncing.locked():
+            if durable and batch_bytes >= SYNC_EVERY and not syncing.locked():
                 batch_bytes = 0  # here, not in flush: one crossing schedules one sync
                 group.create_task(flush())
             if progress is not None:
@@ -186,7 +189,7 @@ async def copy_disk(transport: Transport, reads: Iterable[Extent | Fetch], index
                 await reader
             for _ in workers:
                 await fetched.put(None)
-        if stats.blocks:
+        if stats.blocks and durable:
             await flush()
     except BaseExceptionGroup as group_error:
         raise first_error(group_error) from None

@@ -52,8 +52,9 @@ def test_the_canary_catches_lossy_cbt_and_the_backup_restores_exact(
     [warning] = result["warnings"]
     assert "KB 2090639" in warning and "KB 2136854" in warning and "--full" in warning
     assert "KB 2136854" in run.stderr
-    # read whole, without CBT: 47 canary blocks, then the whole 48 MiB disk
-    assert disk["bytes_read"] == 47 * MiB + 48 * MiB
+    # the incremental's 64 KiB (copied beside the canary), 47 canary blocks, then the whole
+    # 48 MiB disk, without CBT
+    assert disk["bytes_read"] == 64 * 1024 + 47 * MiB + 48 * MiB
     frozen = snapshot_digests(lab, vm, result["snapshot"])
     assert restore_sha256(repo, result["backup_id"], KEY, tmp_path / "o.img") == frozen[KEY]
     listed = mover("list", "--repo", repo, "--json").result["backups"]
