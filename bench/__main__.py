@@ -20,6 +20,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--no-peers", action="store_true", help="skip restic, borg and kopia")
     ap.add_argument("--no-cases", action="store_true", help="skip the random and zero-heavy disks")
+    ap.add_argument("--no-esxi", action="store_true",
+                    help="skip the ESXi-like case (/folder throttled like a real host)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     return Suite(args).main()

@@ -92,12 +92,24 @@ def markdown(r: dict[str, Any]) -> str:
               f"| mover full, MB/s logical (disk size / wall) | {s['full_logical_mb_s']:.0f} | |",
               f"| mover full, copy stage only MB/s | {s['full_copy_mb_s']:.0f} | |",
               f"| pipeline bound MB/s | {s['bound_mb_s']:.0f} | |",
-              f"| full / bound | {s['full_vs_bound']:.2f} | >= 0.85 |",
+              f"| full / bound | {s['full_vs_bound']:.2f} | >= 0.9 |",
               f"| best peer ({s['best_peer']}) full wall / mover full wall | "
-              f"{_f(s['full_vs_best_peer'], 2)} | >= 1.5 |",
+              f"{_f(s['full_vs_best_peer'], 2)} | >= 2.0 |",
               f"| incremental 1%: wall / full wall | {s['incr_1pct_time_ratio']:.3f} | <= 0.05 |",
               f"| incremental 1%: bytes read / changed blocks | "
               f"{s['incr_1pct_read_amplification']:.3f} | <= 1.1 |",
+              f"| incremental 1%: bytes fetched for changes / CBT's changed bytes | "
+              f"{s['incr_1pct_fetch_amplification']:.3f} | <= 1.25 |",
+              f"| the same with the canary's reads | "
+              f"{s['incr_1pct_fetch_amplification_with_canary']:.3f} | |",
+              f"| canary ({s['canary_blocks']:.0f} blocks) extra wall s on the 1% incremental | "
+              f"{s['canary_cost_s']:.3f} | |",
+              *([f"| ESXi-like ({s['esxi_like_link_mb_s']:.0f} MB/s link): full MB/s / link | "
+                 f"{s['esxi_like_full_vs_link']:.2f} | >= 0.9 |",
+                 f"| ESXi-like: incremental 1% wall / full wall | "
+                 f"{s['esxi_like_incr_1pct_time_ratio']:.3f} | <= 0.04 |",
+                 f"| ESXi-like: canary extra wall s | {s['esxi_like_canary_cost_s']:.3f} | |"]
+                if "esxi_like_full_vs_link" in s else []),
               f"| incremental 1%: repo growth / (compressed changed blocks + index) | "
               f"{s['incr_1pct_repo_growth_ratio']:.3f} | <= 1.0 |",
               f"| peak RSS 8 GiB MiB | {s['peak_rss_mib_8g']:.0f} | < 300 |",

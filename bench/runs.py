@@ -105,7 +105,7 @@ def mover_backup(lab: Lab, vm: str, repo: Path, *extra: str,
     run = run_child([sys.executable, "-m", "mover.cli", "backup", "--server", lab.url,
                      "--user", lab.user, "--vm", vm, "--repo", str(repo), "--json", *extra],
                     env=env, lab_pid=lab.pid, cwd=code)
-    if run.returncode != 0:
+    if run.returncode not in (0, 11):   # 11: committed, the CBT canary fired
         raise RuntimeError(f"mover backup failed ({run.returncode}): {run.stderr[-2000:]}"
                            f"{run.stdout[-2000:]}")
     result = json.loads(run.stdout.strip().splitlines()[-1])
@@ -120,6 +120,11 @@ def mover_backup(lab: Lab, vm: str, repo: Path, *extra: str,
             "zero_blocks": disk["zero_blocks"], "new_chunks": disk["new_chunks"],
             "dedup_chunks": disk["dedup_chunks"], "repo_growth": growth,
             "repo_files": tree_files(repo),
+            "canary_blocks": disk["canary_blocks"], "canary_bytes": disk["canary_bytes"],
+            "canary_seconds": disk["canary_seconds"], "cbt_suspect": disk["cbt_suspect"],
+            "merged_blocks": disk["merged_blocks"], "base_seconds": disk["base_seconds"],
+            "snapshot_create_s": result["snapshot"].get("create_seconds"),
+            "snapshot_remove_s": result["snapshot"].get("remove_seconds"),
             "mb_s": disk["bytes_read"] / run.wall / 1e6,
             "logical_mb_s": disk["capacity"] / run.wall / 1e6}
 

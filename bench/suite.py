@@ -43,6 +43,9 @@ MAX_READ = 4 * MiB
 FETCHERS = 8  # mover's default
 PEER_SEEDS = {11, 21, 31}  # the change sets the peers back up after (one per fraction)
 FORMAT1_REV = "0e3d3d7"    # the last commit with repository format 1 (one file per chunk)
+# A real host's /folder (docs/performance.md): ~100 MB/s per connection, a 1 Gbit/s link.
+ESXI_CONNECTION_BPS = 100_000_000
+ESXI_LINK_BPS = 125_000_000
 
 
 def log(msg: str) -> None:
@@ -71,6 +74,8 @@ class Suite:
             self.realistic()
             if not args.no_cases:
                 self.cases()
+            if not args.no_esxi:
+                self.esxi_like()
             if args.large:
                 self.large()
         finally:
@@ -265,9 +270,14 @@ class Suite:
                             expected += len(chunk.encode(data, comp))
             run = mover_backup(self.lab, vm, repo)
             meta = sum(p.stat().st_size for p in repo.glob(f"backups/*/{run['backup_id']}/*"))
+            fetched = run["bytes_read"] - run["canary_bytes"]
             run.update(label=f"incr {fraction * 100:g}%", fraction=fraction,
                        changed_blocks_bytes=total(blocks), expected_growth=expected + meta,
-                       read_amplification=run["bytes_read"] / max(1, total(blocks)))
+                       read_amplification=run["bytes_read"] / max(1, total(blocks)),
+                       # bytes fetched for the changes (not the canary) / CBT's changed bytes
+                       fetch_amplification=fetched / max(1, run["changed_bytes"]),
+                       fetch_amplification_with_canary=run["bytes_read"]
+                       / max(1, run["changed_bytes"]))
             run["growth_ratio"] = run["repo_growth"] / max(1, run["expected_growth"])
             self.r["backups"]["mover"].append(run)
             log(f"  mover {run['wall']:.2f} s, read {run['bytes_read'] / MiB:.0f} MiB of "
@@ -282,6 +292,33 @@ class Suite:
                 res["mb_s"] = res["logical_mb_s"]
                 self.r["backups"][peer.name].append(res)
                 log(f"  {peer.name} {res['wall']:.1f} s")
+
+    # -- a network-bound host ------------------------------------------------------------
+
+    def esxi_like(self) -> None:
+        """The realistic disk behind /folder throttled like a real ESXi host: a full, then
+        1% incrementals (medians of the rounds), where the link, not the CPU, is the limit."""
+        lab, vm = self.lab, "bench-real"
+        lab.configure(folderConnectionBps=ESXI_CONNECTION_BPS, folderTotalBps=ESXI_LINK_BPS)
+        try:
+            repo = self.work / "repo-esxi"
+            log("ESXi-like: mover full behind a 100 MB/s-per-connection, 1 Gbit/s /folder")
+            full = mover_backup(lab, vm, repo, "--full")
+            full.update(label="full", link_mb_s=ESXI_LINK_BPS / 1e6)
+            log(f"  {full['wall']:.1f} s, {full['mb_s']:.0f} MB/s")
+            runs = [full]
+            for i in range(self.runs):
+                writes = images.change_set(self.image, self.capacity, 0.01, 41 + i)
+                for w in writes:
+                    lab.write(vm, 2000, w.offset, w.data)
+                images.apply_local(self.image, writes)
+                run = mover_backup(lab, vm, repo)
+                run.update(label="incr 1%", fraction=0.01)
+                runs.append(run)
+                log(f"  incr 1%: {run['wall']:.2f} s (canary {run['canary_seconds']:.2f} s)")
+            self.r["esxi_like"] = runs
+        finally:
+            lab.configure(folderConnectionBps=0, folderTotalBps=0)
 
     # -- other disks ---------------------------------------------------------------------
 
@@ -347,6 +384,14 @@ class Suite:
             "full_vs_best_peer": peer_walls[best] / full_wall if best else None,
             "incr_1pct_time_ratio": med([x["wall"] for x in incr1]) / full_wall,
             "incr_1pct_read_amplification": med([x["read_amplification"] for x in incr1]),
+            "incr_1pct_fetch_amplification": med([x["fetch_amplification"] for x in incr1]),
+            "incr_1pct_fetch_amplification_with_canary": med(
+                [x["fetch_amplification_with_canary"] for x in incr1]),
+            # the canary runs before the copy of its disk (one disk here): its time is the
+            # extra wall time it costs
+            "canary_cost_s": med([x["canary_seconds"] for x in incr1]),
+            "canary_blocks": med([x["canary_blocks"] for x in incr1]),
+            "incr_1pct_wall_s": med([x["wall"] for x in incr1]),
             "incr_1pct_repo_growth_ratio": med([x["growth_ratio"] for x in incr1]),
             "peak_rss_mib_8g": max(x["maxrss_mib"] for x in mover),
             "peak_rss_mib_64g": large["maxrss_mib"] if large else None,
@@ -361,6 +406,18 @@ class Suite:
             "gc_wall_s": gc["wall"] if gc else None,
             "gc_peak_rss_mib": gc["maxrss_mib"] if gc else None,
         }
+        esxi = r.get("esxi_like")
+        if esxi:
+            full, incrs = esxi[0], esxi[1:]
+            r["summary"].update({
+                "esxi_like_link_mb_s": ESXI_LINK_BPS / 1e6,
+                "esxi_like_full_mb_s": full["mb_s"],
+                "esxi_like_full_vs_link": full["bytes_read"] / full["wall"] / ESXI_LINK_BPS,
+                "esxi_like_incr_1pct_time_ratio": med([x["wall"] for x in incrs])
+                / full["wall"],
+                "esxi_like_incr_1pct_wall_s": med([x["wall"] for x in incrs]),
+                "esxi_like_canary_cost_s": med([x["canary_seconds"] for x in incrs]),
+            })
         if self.capacity != 8 * GiB:
             r["summary"]["note"] = f"disk size {self.capacity // GiB} GiB, not the default 8"
         json.dumps(r["summary"])  # fail early on anything that is not JSON

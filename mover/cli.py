@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mover import __version__, jobfile
+from mover.canary import DEFAULT_BLOCKS as DEFAULT_CANARY
 from mover.errors import Interrupted, MoverError, UsageError
 from mover.jobs import maintenance
 from mover.jobs.backup import run_backup
@@ -67,6 +68,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--block-size", type=int, help="block size in MiB of a NEW repository")
     b.add_argument("--fetchers", type=int, default=8, help="concurrent reads per disk")
     b.add_argument("--parallel-disks", type=int, default=2)
+    canary = b.add_mutually_exclusive_group()
+    canary.add_argument("--canary-blocks", type=int, default=DEFAULT_CANARY, metavar="N",
+                        help="blocks per disk that CBT calls unchanged to re-read and check "
+                        f"on an incremental (default {DEFAULT_CANARY}; see README)")
+    canary.add_argument("--no-canary", action="store_true",
+                        help="trust CBT without checking it (same as --canary-blocks 0)")
     knobs = PipelineSettings()
     b.add_argument("--read-timeout", type=float, default=knobs.read_timeout, metavar="SECONDS",
                    help="give up one attempt of a read after this long (then retry)")
@@ -213,10 +220,10 @@ def _backup(args: argparse.Namespace) -> int:
         enable_cbt=not args.no_enable_cbt, orphan_age=_orphan_age(args.orphan_age),
         block_size=args.block_size * MiB if args.block_size else None,
         parallel_disks=max(1, args.parallel_disks),
+        canary_blocks=0 if args.no_canary else max(0, args.canary_blocks),
         pipeline=_pipeline(args))
     reporter = JsonReporter() if args.json else BarReporter()
     result: BackupResult = _run_async(run_backup(settings, reporter))
-    left_snapshot = result.snapshot.get("removed") is False
     if args.json:
         print(json.dumps(result.to_json(), sort_keys=True))
     else:
@@ -228,7 +235,7 @@ def _backup(args: argparse.Namespace) -> int:
                   f"stored {human_bytes(disk.bytes_stored)} ({disk.reason})")
         for warning in result.warnings:
             print(f"mover: warning: {warning}", file=sys.stderr)
-    return 6 if left_snapshot else 0
+    return result.exit_status()
 
 
 def _orphan_age(hours: float) -> float:

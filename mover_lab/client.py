@@ -125,9 +125,15 @@ class Lab:
     def _disk(self, vm: str, key: int) -> str:
         return f"/vms/{self._q(vm)}/disks/{key}"
 
-    def write(self, vm: str, key: int, offset: int, data: bytes) -> None:
-        """Simulate a guest write into the live disk (recorded for CBT and allocation)."""
-        self._call("PUT", self._disk(vm, key), raw=data, query={"offset": offset})
+    def write(self, vm: str, key: int, offset: int, data: bytes, untracked: bool = False) -> None:
+        """Simulate a guest write into the live disk (recorded for CBT and allocation).
+
+        ``untracked=True`` is the lossy-CBT fault: the bytes are written (and allocated) but
+        CBT does not record the change, so an incremental that trusts CBT misses them."""
+        query: dict[str, Any] = {"offset": offset}
+        if untracked:
+            query["untracked"] = "true"
+        self._call("PUT", self._disk(vm, key), raw=data, query=query)
 
     def load(self, vm: str, key: int, path: Path | str, offset: int = 0) -> int:
         """Write the data regions of a local (sparse) file into the disk; returns bytes."""

@@ -19,6 +19,8 @@ LAB_DEFAULT_CONFIG: dict[str, Any] = {
     "maxAreasPerReply": 2000,
     "granularity": 65536,
     "snapshotDigests": False,
+    "folderConnectionBps": 0,
+    "folderTotalBps": 0,
 }
 
 

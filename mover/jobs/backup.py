@@ -9,13 +9,15 @@ durable, so an interrupted run leaves nothing a later run trusts.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 from mover import clock
 from mover.aio import finish, first_error
 from mover.errors import RepositoryError, UnsupportedVMError
 from mover.extents import total
-from mover.jobs import orphans
+from mover.jobs import canary, orphans
+from mover.jobs.blocks import RepositoryBlocks
 from mover.jobs.control import ControlPlane
 from mover.jobs.dataplane import DataPlane
 from mover.jobs.keepalive import SessionCookie
@@ -24,7 +26,8 @@ from mover.jobs.reporting import BackupResult, DiskResult, Reporter
 from mover.jobs.resume import Checkpoint, disk_checkpoint
 from mover.jobs.settings import BackupSettings
 from mover.jobs.snapshot import BackupSnapshot
-from mover.pipeline.copy import copy_disk
+from mover.pipeline.copy import CopyStats, PipelineSettings, copy_disk
+from mover.pipeline.transport import Transport
 from mover.repo import BackupRecord, DiskRecord, Repository
 from mover.repo.pending import PendingBackup
 from mover.vmdk import Unservable, data_file
@@ -88,6 +91,8 @@ class BackupRun:
         self.snapshot_name = f"{snapshots.PREFIX}{self.backup_id}"
         self.created = clock.iso()
         self.resuming: Checkpoint | None = None
+        self.checkpoint: Checkpoint | None = None
+        self._checkpointing = asyncio.Lock()
 
     async def prepare(self) -> None:
         """Refuse what cannot be backed up, pick up an interrupted backup to resume, remove
@@ -191,19 +196,19 @@ class BackupRun:
         # a read is whole blocks: at least one, at most max_read rounded down to blocks
         max_read = max(block_size, self.settings.pipeline.max_read // block_size * block_size)
         cookie = await SessionCookie.of(self.control, self.session)
-        config = self.repo.config
-        async with DataPlane(self.settings, self.repo.chunks, config.block_size,
-                             cookie) as plane:
+        async with DataPlane(self.settings, self.repo.chunks, block_size, cookie,
+                             RepositoryBlocks(self.repo)) as plane:
             files = {d.key: await self._data_file(plane, d) for d in disks}
             planner = Planner(self.repo, self.control, self.session, self.vm.ref, snap.ref,
                               self.settings.full, max_read, self.reporter.note, self.resuming,
-                              snap.same, self.settings.read_all)
+                              snap.same, self.settings.read_all, self.backup_id,
+                              self.settings.canary_blocks)
             plans = [await planner.plan(disk, parent, pending) for disk in disks]
-            await asyncio.to_thread(pending.write_checkpoint, Checkpoint(
+            self.checkpoint = Checkpoint(
                 self.backup_id, self.created, self.snapshot_name, snap.moref,
                 self.result.parent,
-                {p.disk.key: disk_checkpoint(p.disk, block_size, p.decision)
-                 for p in plans}).to_json())
+                {p.disk.key: disk_checkpoint(p.disk, block_size, p.decision) for p in plans})
+            await asyncio.to_thread(pending.write_checkpoint, self.checkpoint.to_json())
             return await self._copy_disks(plane, plans, files, pending)
 
     async def _data_file(self, plane: DataPlane, disk: DiskInfo) -> str:
@@ -274,15 +279,32 @@ class BackupRun:
 
     async def _copy_disk(self, plane: DataPlane, plan: DiskPlan, file: str,
                          pending: PendingBackup) -> DiskRecord:
+        transport = plane.transport(plan.disk, self.vm.datacenter, file)
+        pipeline = self.settings.pipeline
+        # The canary reads beside the copy, with a quarter of the disk's fetchers, so that
+        # its latency hides behind the copy's; with fewer than 4 fetchers it reads first.
+        share = pipeline.fetchers // 4 if plan.canary else 0
+        checking = asyncio.ensure_future(canary.check(
+            transport, plan, plane.processor, plane.executor,
+            dataclasses.replace(pipeline, fetchers=max(1, share))))
+        if not share:
+            await checking  # a failed canary read fails the disk before its copy
+        try:
+            stats = await self._copy_blocks(transport, plane, plan, pending,
+                                            dataclasses.replace(
+                                                pipeline, fetchers=pipeline.fetchers - share))
+        except BaseException:
+            checking.cancel()
+            await asyncio.wait([checking])
+            raise
+        check = await checking
+        if check.mismatches:  # the incremental just copied is wrong: read the disk whole
+            plan = await self._read_whole(plan, check.mismatches, pending)
+            wasted = stats.bytes_read
+            stats = await self._copy_blocks(transport, plane, plan, pending, pipeline)
+            stats.bytes_read += wasted
         disk, decision, index = plan.disk, plan.decision, plan.index
         block_size = self.repo.config.block_size
-        self.reporter.disk_started(disk.key, disk.label, decision.mode, total(plan.reads))
-        journal = pending.journal(disk.key)
-        stats = await copy_disk(
-            plane.transport(disk, self.vm.datacenter, file), plan.reads, index,
-            plane.processor, plane.executor, self.settings.pipeline,
-            progress=lambda n: self.reporter.disk_progress(disk.key, n),
-            recorder=lambda rs: journal.append((r.block, r.digest) for r in rs))
         await asyncio.to_thread(pending.write_index, disk.key, index)
         done = DiskResult(
             key=disk.key, label=disk.label, mode=decision.mode, reason=plan.reason,
@@ -290,13 +312,51 @@ class BackupRun:
             bytes_read=stats.bytes_read, bytes_stored=stats.bytes_stored,
             zero_blocks=stats.zero_blocks, new_chunks=stats.new_chunks,
             dedup_chunks=stats.dedup_chunks, seconds=stats.seconds,
-            resumed_blocks=plan.resumed_blocks, retries=plane.retries(disk.key))
+            resumed_blocks=plan.resumed_blocks, retries=plane.retries(disk.key),
+            merged_blocks=stats.merged_blocks, base_seconds=stats.base_seconds,
+            refetched_blocks=stats.refetched_blocks, canary_blocks=check.blocks,
+            canary_bytes=check.bytes_read, canary_seconds=check.seconds,
+            cbt_suspect=canary.suspect(plan), canary_mismatches=check.mismatches)
+        done.bytes_read += check.bytes_read
         self.result.disks.append(done)
         self.reporter.disk_done(disk.key, done)
         return DiskRecord(
             key=disk.key, label=disk.label, uuid=disk.uuid, capacity=disk.capacity,
             file=disk.file, change_id=disk.change_id, mode=decision.mode,
             reason=plan.reason, block_size=block_size, changed_bytes=done.changed_bytes,
-            bytes_read=stats.bytes_read, bytes_stored=stats.bytes_stored, blocks=len(index),
+            bytes_read=done.bytes_read, bytes_stored=stats.bytes_stored, blocks=len(index),
             zero_blocks=index.zero_blocks(), new_chunks=stats.new_chunks,
-            dedup_chunks=stats.dedup_chunks, seconds=stats.seconds)
+            dedup_chunks=stats.dedup_chunks, seconds=stats.seconds,
+            extra={"cbt_suspect": True, "canary_mismatches": check.mismatches}
+            if done.cbt_suspect else {})
+
+    async def _copy_blocks(self, transport: Transport, plane: DataPlane, plan: DiskPlan,
+                           pending: PendingBackup, pipeline: PipelineSettings) -> CopyStats:
+        disk = plan.disk
+        self.reporter.disk_started(disk.key, disk.label, plan.decision.mode,
+                                   sum(f.length for f in plan.reads))
+        journal = pending.journal(disk.key)
+        return await copy_disk(
+            transport, plan.reads, plan.index, plane.processor, plane.executor, pipeline,
+            progress=lambda n: self.reporter.disk_progress(disk.key, n),
+            recorder=lambda rs: journal.append((r.block, r.digest) for r in rs))
+
+    async def _read_whole(self, plan: DiskPlan, offsets: list[int],
+                          pending: PendingBackup) -> DiskPlan:
+        """The canary caught CBT losing changes: read the disk whole, as a full, in this run
+        (the checkpoint says so before any of it is journaled, so a resume continues it)."""
+        max_read = max(plan.index.block_size, self.settings.pipeline.max_read
+                       // plan.index.block_size * plan.index.block_size)
+        full = canary.as_full(plan, offsets, max_read)
+        warning = canary.warning(self.vm.name, plan.disk.key, offsets)
+        log.warning("%s", warning)
+        self.result.warnings.append(warning)
+        self.reporter.note(warning)
+        async with self._checkpointing:
+            assert self.checkpoint is not None
+            saved = disk_checkpoint(full.disk, plan.index.block_size, full.decision)
+            self.checkpoint = dataclasses.replace(
+                self.checkpoint, disks={**self.checkpoint.disks, plan.disk.key: saved})
+            await asyncio.to_thread(pending.journal(plan.disk.key).clear)
+            await asyncio.to_thread(pending.write_checkpoint, self.checkpoint.to_json())
+        return full

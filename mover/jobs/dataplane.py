@@ -15,7 +15,7 @@ from mover.errors import TransportError
 from mover.jobs.keepalive import Keepalive, SessionCookie
 from mover.jobs.settings import BackupSettings
 from mover.pipeline.folder import FolderTransport, folder_url, read_small, ssl_setting
-from mover.pipeline.process import BlockProcessor, ChunkSink
+from mover.pipeline.process import BlockProcessor, BlockSource, ChunkSink
 from mover.pipeline.retry import RetryBudget, RetryingTransport, RetryPolicy
 from mover.pipeline.transport import Transport
 from mover.vsphere.disks import DiskInfo
@@ -31,9 +31,9 @@ class DataPlane:
     ``settings.pipeline.keepalive`` seconds; a 401 on ``/folder`` refreshes ``cookie``."""
 
     def __init__(self, settings: BackupSettings, sink: ChunkSink, block_size: int,
-                 cookie: SessionCookie) -> None:
+                 cookie: SessionCookie, source: BlockSource | None = None) -> None:
         self.settings = settings
-        self.processor = BlockProcessor(sink, block_size)
+        self.processor = BlockProcessor(sink, block_size, source)
         self.executor = ThreadPoolExecutor(settings.pipeline.workers,
                                            thread_name_prefix="mover-cpu")
         tls = settings.tls

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from mover import canary
 from mover.changeid import ALL_ALLOCATED
 from mover.errors import VSphereError
-from mover.extents import Extent, align, blocks, plan_reads, without_blocks
+from mover.extents import Extent, align, block_count, blocks
+from mover.fetchplan import MIN_PIECE, Fetch, plan_fetches
 from mover.index import FixedIndex
 from mover.jobs.control import ControlPlane
 from mover.jobs.modes import Decision, decide
@@ -33,10 +35,12 @@ class DiskPlan:
     disk: DiskInfo
     decision: Decision
     areas: list[Extent]         # what CBT reported for the whole backup
-    reads: list[Extent]         # what this run reads (less, when resuming)
+    reads: list[Fetch]          # what this run reads (less, when resuming)
     index: FixedIndex
     resumed_blocks: int = 0
     note: str = ""              # how this run differs from the plan (a resume)
+    # The CBT canary (mover.jobs.canary): blocks CBT calls unchanged -> the parent's digest.
+    canary: dict[int, bytes | None] = field(default_factory=dict)
 
     @property
     def reason(self) -> str:
@@ -61,6 +65,8 @@ class Planner:
     resuming: Checkpoint | None = None
     same_snapshot: bool = False
     read_all: bool = False
+    backup_id: str = ""
+    canary_blocks: int = 0       # per incremental disk; 0: no canary
 
     async def plan(self, disk: DiskInfo, parent: BackupRecord | None,
                    pending: PendingBackup) -> DiskPlan:
@@ -80,6 +86,7 @@ class Planner:
                             parent.disk(disk.key) if parent and saved.mode != "full" else None)
         areas = await self._query(disk, decision.since)
         index = await self._base_index(disk, decision, parent)
+        expected = self._canary(disk, decision, areas, index)   # before the journal is applied
         done, count = await asyncio.to_thread(apply_journal, pending, disk.key, index,
                                               self.repo.chunks)
         if again is not None:
@@ -92,11 +99,9 @@ class Planner:
             count = sum(1 for d in done if d)
             await asyncio.to_thread(pending.rewrite_journal, disk.key, index, done,
                                     self.repo.chunks.sync)
-        todo = without_blocks(align(areas, block_size, disk.capacity), done, block_size,
-                              disk.capacity)
-        return DiskPlan(disk, decision, areas, plan_reads(todo, block_size, self.max_read),
+        return DiskPlan(disk, decision, areas, self._fetches(disk, decision, areas, done),
                         index, count, f"resumed backup {self.resuming.backup_id} with {count} "
-                        "blocks already stored")
+                        "blocks already stored", expected)
 
     async def _fresh(self, disk: DiskInfo, parent: BackupRecord | None) -> DiskPlan:
         block_size = self.repo.config.block_size
@@ -107,8 +112,28 @@ class Planner:
             decision = decide(disk, parent, self.force_full, block_size)
         areas, decision = await self._areas(disk, decision)
         index = await self._base_index(disk, decision, parent)
-        reads = plan_reads(align(areas, block_size, disk.capacity), block_size, self.max_read)
-        return DiskPlan(disk, decision, areas, reads, index)
+        return DiskPlan(disk, decision, areas, self._fetches(disk, decision, areas), index,
+                        canary=self._canary(disk, decision, areas, index))
+
+    def _fetches(self, disk: DiskInfo, decision: Decision, areas: list[Extent],
+                 done: bytes | bytearray = b"") -> list[Fetch]:
+        """An incremental fetches partly changed blocks only where they changed and takes
+        the rest from the parent (every block has a base there: its chunk or zeros); a
+        full reads whole blocks."""
+        incremental = decision.mode == "incremental"
+        return plan_fetches(areas, self.repo.config.block_size, disk.capacity, self.max_read,
+                            MIN_PIECE if incremental else None,
+                            (lambda block: True) if incremental else None, done)
+
+    def _canary(self, disk: DiskInfo, decision: Decision, areas: list[Extent],
+                parent: FixedIndex) -> dict[int, bytes | None]:
+        """The canary's sample of an incremental, with the parent's digest of each block."""
+        if decision.mode != "incremental" or self.canary_blocks <= 0:
+            return {}
+        block_size = self.repo.config.block_size
+        runs = canary.unchanged_runs(areas, block_size, block_count(disk.capacity, block_size))
+        picked = canary.sample(canary.seed(self.backup_id, disk.key), runs, self.canary_blocks)
+        return {block: parent.get(block) for block in picked}
 
     async def _base_index(self, disk: DiskInfo, decision: Decision,
                           parent: BackupRecord | None) -> FixedIndex:

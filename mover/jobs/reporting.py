@@ -35,6 +35,20 @@ class DiskResult:
     seconds: float
     resumed_blocks: int = 0     # blocks an interrupted run had already stored
     retries: int = 0            # reads retried after a transient fault (mover.pipeline.retry)
+    # Sub-block fetch (mover.fetchplan): blocks fetched in part and completed from the
+    # parent's chunk, the executor time that took, and blocks read again whole because the
+    # parent's chunk was missing or damaged.
+    merged_blocks: int = 0
+    base_seconds: float = 0.0
+    refetched_blocks: int = 0
+    # The CBT canary (mover.jobs.canary): sampled blocks CBT called unchanged, the bytes and
+    # time that took; cbt_suspect when one differed from the parent (then the disk was read
+    # again as a full), with the offsets of the differing blocks.
+    canary_blocks: int = 0
+    canary_bytes: int = 0
+    canary_seconds: float = 0.0
+    cbt_suspect: bool = False
+    canary_mismatches: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -54,3 +68,14 @@ class BackupResult:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def exit_status(self) -> int:
+        """0; 11 when a disk's CBT proved unreliable (committed, but reset CBT); 6 when the
+        snapshot was left behind (committed; the next run removes it)."""
+        if any(disk.cbt_suspect for disk in self.disks):
+            return CBT_SUSPECT
+        return 6 if self.snapshot.get("removed") is False else 0
+
+
+CBT_SUSPECT = 11
+"""Exit status of a committed backup whose canary caught CBT losing changes."""

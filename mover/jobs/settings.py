@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mover.canary import DEFAULT_BLOCKS
 from mover.pipeline.copy import PipelineSettings
 from mover.vsphere.address import ServerAddress, TlsPolicy
 from mover.vsphere.session import Credentials
@@ -24,6 +25,7 @@ class BackupSettings:
     block_size: int | None = None       # only for a new repository
     parallel_disks: int = 2
     orphan_age: float = 24 * 3600.0     # seconds: older foreign mover snapshots are orphans
+    canary_blocks: int = DEFAULT_BLOCKS   # per incremental disk (mover.canary); 0: none
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
 
 

@@ -7,11 +7,12 @@ import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Protocol
 
 from mover.aio import first_error
 from mover.extents import Extent
-from mover.index import FixedIndex
-from mover.pipeline.process import BlockProcessor, BlockResult
+from mover.fetchplan import Fetch
+from mover.pipeline.process import BlockProcessor, BlockResult, Fill
 from mover.pipeline.transport import Transport
 
 
@@ -49,6 +50,18 @@ class CopyStats:
     new_chunks: int = 0
     dedup_chunks: int = 0
     seconds: float = 0.0
+    merged_blocks: int = 0          # blocks fetched in part and completed from their base
+    base_seconds: float = 0.0       # time executor threads spent reading bases (decompressing)
+    refetched_blocks: int = 0       # base missing or damaged: read again whole
+
+
+class BlockIndex(Protocol):
+    """Block number -> digest (None: a zero block); ``mover.index.FixedIndex`` is one. For a
+    block fetched in part, ``get`` before the copy sets it names the block's base."""
+
+    def get(self, block: int) -> bytes | None: ...
+
+    def set(self, block: int, digest: bytes | None) -> None: ...
 
 
 Progress = Callable[[int], None]
@@ -60,20 +73,28 @@ are durable (a sync of the sink covering them returned): the place to journal pr
 a resume."""
 
 
-async def copy_disk(transport: Transport, reads: Iterable[Extent], index: FixedIndex,
+async def copy_disk(transport: Transport, reads: Iterable[Extent | Fetch], index: BlockIndex,
                     processor: BlockProcessor, executor: Executor, settings: PipelineSettings,
                     progress: Progress | None = None,
-                    recorder: Recorder | None = None) -> CopyStats:
+                    recorder: Recorder | None = None, durable: bool = True) -> CopyStats:
     """Read every extent of ``reads`` and record each block's digest in ``index``.
+
+    A :class:`~mover.fetchplan.Fetch` reads only its pieces; the other bytes of its blocks
+    come from each block's base, named by ``index`` (the parent's chunk through the
+    processor's block source, or zeros). A block whose base cannot be read is read whole.
 
     When this returns, every chunk the index now names is durable in the sink (it was
     synced). ``recorder`` is called, in order, with blocks whose chunks are durable. On an
     error the first failure is raised (other stages are cancelled) and the index must not
-    be committed."""
+    be committed.
+
+    ``durable=False`` (a read whose index nothing will name durably, like the CBT canary's)
+    skips the syncs: the returned digests are then not a promise about the sink."""
     loop = asyncio.get_running_loop()
     stats = CopyStats()
-    pending = iter(reads)
-    fetched: asyncio.Queue[tuple[int, bytearray, memoryview] | None] = asyncio.Queue(
+    pending = (r if isinstance(r, Fetch) else Fetch.whole(r) for r in reads)
+    block_size = processor.block_size
+    fetched: asyncio.Queue[tuple[Fetch, bytearray, memoryview] | None] = asyncio.Queue(
         settings.queue_depth)
     # Read buffers are reused: at most fetchers + queue_depth + workers exist, as before,
     # but they are allocated (and faulted in by the kernel) once, not once per read.
@@ -84,14 +105,16 @@ async def copy_disk(transport: Transport, reads: Iterable[Extent], index: FixedI
     started = loop.time()
 
     async def fetch() -> None:
-        for extent in pending:  # one shared iterator: each read is taken by one fetcher
+        for job in pending:  # one shared iterator: each read is taken by one fetcher
             buf = free.pop() if free else bytearray(settings.max_read)
-            if len(buf) < extent.length:
-                buf = bytearray(extent.length)
-            view = memoryview(buf)[:extent.length]
-            await transport.read_into(extent.start, view)
-            stats.bytes_read += extent.length
-            await fetched.put((extent.start, buf, view))
+            if len(buf) < job.length:
+                buf = bytearray(job.length)
+            view = memoryview(buf)[:job.length]
+            for piece in job.pieces:
+                await transport.read_into(piece.start, view[piece.start - job.start:
+                                                            piece.end - job.start])
+                stats.bytes_read += piece.length
+            await fetched.put((job, buf, view))
 
     async def flush() -> None:
         """Sync the sink, then record the blocks stored before the sync started (both in a
@@ -107,11 +130,33 @@ async def copy_disk(transport: Transport, reads: Iterable[Extent], index: FixedI
 
             await asyncio.to_thread(sync_and_record)
 
+    async def merge(job: Fetch, view: memoryview) -> list[BlockResult]:
+        """The blocks of a partial fetch, completed from their bases; a block whose base
+        cannot be read is read whole and processed again."""
+        fills = [Fill(block, holes, index.get(block)) for block, holes in job.fills(block_size)]
+        results, missing, spent = await loop.run_in_executor(
+            executor, processor.merge, job.start, view, fills)
+        stats.merged_blocks += len(fills) - len(missing)
+        stats.base_seconds += spent
+        for block in missing:
+            start = block * block_size - job.start
+            part = view[start:start + block_size]
+            await transport.read_into(job.start + start, part)
+            stats.bytes_read += len(part)
+            stats.refetched_blocks += 1
+            results += await loop.run_in_executor(executor, processor, job.start + start, part)
+        results.sort(key=lambda r: r.block)
+        return results
+
     async def process(group: asyncio.TaskGroup) -> None:
         nonlocal batch_bytes
         while (item := await fetched.get()) is not None:
-            offset, buf, view = item
-            results = await loop.run_in_executor(executor, processor, offset, view)
+            job, buf, view = item
+            offset = job.start
+            if job.is_whole():
+                results = await loop.run_in_executor(executor, processor, offset, view)
+            else:
+                results = await merge(job, view)
             length = len(view)
             view.release()
             if len(buf) == settings.max_read:
@@ -128,7 +173,7 @@ async def copy_disk(transport: Transport, reads: Iterable[Extent], index: FixedI
                     stats.dedup_chunks += 1
             batch.extend(results)
             batch_bytes += length
-            if batch_bytes >= settings.sync_every and not syncing.locked():
+            if durable and batch_bytes >= settings.sync_every and not syncing.locked():
                 batch_bytes = 0  # here, not in flush: one crossing schedules one sync
                 group.create_task(flush())
             if progress is not None:
@@ -144,7 +189,7 @@ async def copy_disk(transport: Transport, reads: Iterable[Extent], index: FixedI
                 await reader
             for _ in workers:
                 await fetched.put(None)
-        if stats.blocks:
+        if stats.blocks and durable:
             await flush()
     except BaseExceptionGroup as group_error:
         raise first_error(group_error) from None

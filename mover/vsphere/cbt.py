@@ -16,7 +16,7 @@ from typing import Any
 
 from mover.errors import UnsupportedVMError, VSphereError
 from mover.extents import Extent, normalize
-from mover.vsphere import snapshots, tasks
+from mover.vsphere import inventory, snapshots, tasks
 from mover.vsphere.session import Session
 from mover.vsphere.vmomi import vim, vmodl
 
@@ -91,8 +91,12 @@ def changed_areas(session: Session, vm: Any, snapshot: Any, key: int, capacity: 
 
 
 def hardware_version(vm: Any) -> int:
-    version = str(vm.config.version or "")
-    return int(version.split("-")[-1]) if version.startswith("vmx-") else 0
+    return _vmx(vm.config.version)
+
+
+def _vmx(version: Any) -> int:
+    text = str(version or "")
+    return int(text.split("-")[-1]) if text.startswith("vmx-") else 0
 
 
 def ensure_enabled(session: Session, vm: Any, allow_enable: bool,
@@ -103,12 +107,15 @@ def ensure_enabled(session: Session, vm: Any, allow_enable: bool,
     On a powered-on VM the new setting takes effect only after a stun/unstun cycle, which we
     cause with a snapshot create and remove. We refuse while the VM has snapshots: enabling
     CBT then can give silently wrong incrementals (vSphere 6.5+)."""
-    config = session.call(lambda: vm.config)
-    if hardware_version(vm) < MIN_HARDWARE_VERSION:
-        raise UnsupportedVMError(f"VM {vm.name!r} has hardware version {config.version}; CBT "
-                                 f"needs vmx-{MIN_HARDWARE_VERSION} or later: upgrade the VM's "
+    # one round trip for the two settings (vm.config would fetch and decode the whole config)
+    config = inventory.properties(session, vm, ["config.version",
+                                                "config.changeTrackingEnabled"])
+    if _vmx(config["config.version"]) < MIN_HARDWARE_VERSION:
+        raise UnsupportedVMError(f"VM {vm.name!r} has hardware version "
+                                 f"{config['config.version']}; CBT needs "
+                                 f"vmx-{MIN_HARDWARE_VERSION} or later: upgrade the VM's "
                                  "compatibility")
-    if config.changeTrackingEnabled:
+    if config["config.changeTrackingEnabled"]:
         return None
     if not allow_enable:
         raise UnsupportedVMError(f"CBT is off on VM {vm.name!r} and the job forbids enabling "

@@ -32,13 +32,15 @@ class VMFacts:
 def facts(session: Session, spec: str) -> VMFacts:
     """Find the VM ``spec`` names (see ``find_vm``) and read its facts."""
     ref = find_vm(session, spec)
-    config = session.call(lambda: ref.config)
-    if config is None:
+    # one round trip for what we need (reading ref.config would fetch and decode all of it)
+    props = properties(session, ref, ["name", "config.instanceUuid", "config.keyId",
+                                      "config.hardware.device", "parent"])
+    if props["config.instanceUuid"] is None:
         raise UnsupportedVMError(f"VM {spec!r} has no configuration (is it being created?)")
-    return VMFacts(ref, ref.name, ref._moId, config.instanceUuid,
-                   session.call(lambda: datacenter_path(session, ref)),
-                   getattr(config, "keyId", None) is not None,
-                   tuple(disks_of(config.hardware.device)))
+    return VMFacts(ref, props["name"], ref._moId, props["config.instanceUuid"],
+                   session.call(lambda: datacenter_path(session, ref, props["parent"])),
+                   props["config.keyId"] is not None,
+                   tuple(disks_of(props["config.hardware.device"] or [])))
 
 
 def find_vm(session: Session, spec: str) -> Any:
@@ -92,6 +94,17 @@ def _all_vm_names(content: Any) -> list[tuple[Any, str]]:
         view.Destroy()
 
 
+def properties(session: Session, obj: Any, paths: list[str]) -> dict[str, Any]:
+    """Some properties of one managed object in one PropertyCollector round trip (reading
+    ``vm.config.x`` through pyVmomi fetches and decodes the whole ``config``, each time)."""
+    spec = vmodl.query.PropertyCollector.FilterSpec(
+        objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=obj, skip=False)],
+        propSet=[vmodl.query.PropertyCollector.PropertySpec(type=type(obj), pathSet=paths)])
+    result = session.call(lambda: session.content.propertyCollector.RetrieveContents([spec]))
+    found = {prop.name: prop.val for item in result or [] for prop in item.propSet or []}
+    return {path: found.get(path) for path in paths}
+
+
 def exists(session: Session, vm: Any) -> bool:
     """Whether ``vm`` is still in the inventory."""
     try:
@@ -101,11 +114,11 @@ def exists(session: Session, vm: Any) -> bool:
     return True
 
 
-def datacenter_path(session: Session, vm: Any) -> str:
+def datacenter_path(session: Session, vm: Any, parent: Any = None) -> str:
     """The datacenter's inventory path as ``/folder``'s ``dcPath`` wants it (``DC0`` or
-    ``Folder/DC0`` for a datacenter inside folders)."""
+    ``Folder/DC0`` for a datacenter inside folders). ``parent``: the VM's, if known."""
     root = session.content.rootFolder
-    node = vm.parent
+    node = parent if parent is not None else vm.parent
     while node is not None and not isinstance(node, vim.Datacenter):
         node = node.parent
     if node is None:

@@ -33,7 +33,12 @@ func (l *Lab) serveControl(w http.ResponseWriter, r *http.Request) {
 			httpErr(w, 400, fmt.Errorf("granularity must be a multiple of 512, maxAreasPerReply >= 1"))
 			return
 		}
+		if c.FolderConnectionBps < 0 || c.FolderTotalBps < 0 {
+			httpErr(w, 400, fmt.Errorf("folderConnectionBps and folderTotalBps must be >= 0"))
+			return
+		}
 		l.cfg = c
+		l.link.set(c.FolderConnectionBps, c.FolderTotalBps)
 		writeJSON(w, 200, l.cfg)
 	case route == "POST faults":
 		var f faultRule
@@ -140,7 +145,11 @@ func (l *Lab) serveDisk(w http.ResponseWriter, r *http.Request, vm *labVM, d *di
 			httpErr(w, 400, err)
 			return
 		}
-		if err := d.write(off, data); err != nil {
+		// untracked=true is the lossy-CBT fault: the guest's bytes land on the disk (and in
+		// its allocation map, so "*" still sees them) but CBT does not record the change,
+		// as with the ESXi bugs of VMware KB 2090639 and KB 2136854.
+		tracked := q.Get("untracked") != "true"
+		if err := d.writeTracked(off, data, tracked); err != nil {
 			httpErr(w, 400, err)
 			return
 		}

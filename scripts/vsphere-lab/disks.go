@@ -146,7 +146,10 @@ func boolInt(b bool) int {
 }
 
 // write stores data at off in the live top layer and records it for allocation and CBT.
-func (d *disk) write(off int64, data []byte) error {
+func (d *disk) write(off int64, data []byte) error { return d.writeTracked(off, data, true) }
+
+// writeTracked is a guest write; tracked=false leaves CBT unaware of it (lossy CBT).
+func (d *disk) writeTracked(off int64, data []byte, tracked bool) error {
 	if off < 0 || off+int64(len(data)) > d.capacity {
 		return fmt.Errorf("write [%d, %d) past capacity %d", off, off+int64(len(data)), d.capacity)
 	}
@@ -158,7 +161,9 @@ func (d *disk) write(off int64, data []byte) error {
 		return err
 	}
 	t.written.add(off, off+int64(len(data)))
-	d.cbt.record(off, off+int64(len(data)))
+	if tracked {
+		d.cbt.record(off, off+int64(len(data)))
+	}
 	return nil
 }
 

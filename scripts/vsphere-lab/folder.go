@@ -63,7 +63,7 @@ func (l *Lab) serveFolder(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	cw := &countingWriter{ResponseWriter: w, lab: l, rel: rel, limit: -1}
+	cw := &countingWriter{ResponseWriter: w, lab: l, rel: rel, limit: -1, pace: l.link.request()}
 	if fault != nil && fault.Kind == "reset" {
 		cw.limit = fault.AfterBytes
 	}
@@ -98,6 +98,7 @@ type countingWriter struct {
 	sent  int64
 	dead  bool
 	error bool // status >= 300: error bodies are not data, not counted
+	pace  *pacer
 }
 
 func (c *countingWriter) WriteHeader(status int) {
@@ -121,6 +122,9 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 		c.count(n)
 		c.abort()
 		return n, errReset
+	}
+	if !c.error {
+		c.pace.wait(int64(len(p)))
 	}
 	n, err := c.ResponseWriter.Write(p)
 	c.sent += int64(n)

@@ -19,6 +19,11 @@ type config struct {
 	MaxAreasPerReply int   `json:"maxAreasPerReply"`
 	Granularity      int64 `json:"granularity"`
 	SnapshotDigests  bool  `json:"snapshotDigests"`
+	// /folder throttle, like a real host's NFC/HTTP limits: bytes per second per request
+	// (one request at a time per keep-alive connection, so per connection) and for all
+	// /folder transfers together; 0 is unlimited.
+	FolderConnectionBps int64 `json:"folderConnectionBps"`
+	FolderTotalBps      int64 `json:"folderTotalBps"`
 }
 
 func defaultConfig() config {
@@ -49,6 +54,7 @@ type Lab struct {
 
 	faults   faultSet
 	counters counters
+	link     throttle
 }
 
 // labVM is the lab's side of a VM it created: disks with their layer chains, CBT state and

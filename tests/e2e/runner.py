@@ -93,3 +93,17 @@ def proved_clean(lab: Lab, vm: str, repo: Path) -> None:
     """What every fault must leave: no mover snapshot, a repository that verifies."""
     assert mover_snapshots(lab, vm) == []
     assert mover("verify", "--repo", repo, "--read-data").code == 0
+
+
+def journaled_blocks(repo: Path) -> set[tuple[str, int, int]]:
+    """(backup id, disk key, block) of every block the pending backups' journals name."""
+    from mover.repo import LocalStore, layout
+    from mover.repo.journal import Journal
+
+    store, found = LocalStore(repo), set()
+    journals = {(p[0], p[1], p[2].split("/")[0]) for n in store.list(layout.BACKUPS)
+                if (p := layout.split_backup(n)) and p[2].startswith("journal-")}
+    for vm, backup_id, name in journals:
+        key = int(name[len("journal-"):])
+        found.update((backup_id, key, b) for b, _ in Journal(store, vm, backup_id, key).read())
+    return found

@@ -18,6 +18,7 @@ from e2e.runner import (
     backup_args,
     committed,
     env,
+    journaled_blocks,
     mover_snapshots,
     proved_clean,
     restore_sha256,
@@ -25,8 +26,7 @@ from e2e.runner import (
 )
 
 from mover.pipeline.copy import PipelineSettings
-from mover.repo import ChunkCodec, LocalStore, PackedChunks, layout
-from mover.repo.journal import Journal
+from mover.repo import ChunkCodec, LocalStore, PackedChunks
 from mover_lab import Lab
 
 MiB = 1 << 20
@@ -53,13 +53,7 @@ def start_backup(lab: Lab, vm: str, repo: Path) -> subprocess.Popen[str]:
 
 def journaled(repo: Path) -> int:
     """Blocks the pending backups' journals name."""
-    store, found = LocalStore(repo), 0
-    journals = {(p[0], p[1], p[2].split("/")[0]) for n in store.list(layout.BACKUPS)
-                if (p := layout.split_backup(n)) and p[2].startswith("journal-")}
-    for vm, backup_id, name in journals:
-        journal = Journal(store, vm, backup_id, int(name[len("journal-"):]))
-        found += len({block for block, _ in journal.read()})
-    return found
+    return len(journaled_blocks(repo))
 
 
 def chunks(repo: Path) -> int:

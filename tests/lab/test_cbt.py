@@ -185,3 +185,17 @@ def test_resize_grows_and_resets_epoch(lab: Lab, make_vm: Callable[..., LabVM]) 
     assert disks_of(s2)[2000].capacityInBytes == 2 * CAP
     with pytest.raises(vim.fault.FileFault):
         v.ref.QueryChangedDiskAreas(snapshot=s2, deviceKey=2000, startOffset=0, changeId=old)
+
+
+def test_untracked_writes_are_lossy_cbt(lab: Lab, make_vm: Callable[..., LabVM]) -> None:
+    """The lossy-CBT fault: the bytes land on the disk and in "*", not in the change query."""
+    v = make_vm(cbt=True)
+    s1 = snapshot(v.ref, "base")
+    lab.write(v.name, 2000, 2 * MiB, b"seen" * 1024)
+    lab.write(v.name, 2000, 9 * MiB, b"lost" * 1024, untracked=True)
+    s2 = snapshot(v.ref, "incr")
+    cid1 = disks_of(s1)[2000].backing.changeId
+    assert query_all(v.ref, s2, 2000, cid1, CAP) == [(2 * MiB, 64 * 1024)]
+    assert query_all(v.ref, s2, 2000, "*", CAP) == [(2 * MiB, 64 * 1024),
+                                                    (9 * MiB, 64 * 1024)]
+    assert lab.read_live(v.name, 2000, 9 * MiB, 4) == b"lost"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from mover_lab import Lab
 
@@ -48,3 +51,24 @@ def test_soap_counters(lab: Lab, make_vm: Callable[..., LabVM]) -> None:
     lab.reset_counters()
     v.ref.CreateSnapshot_Task(name="c", description="", memory=False, quiesce=False)
     assert lab.counters()["soap"]["CreateSnapshot_Task"] == 1
+
+
+def test_throttle_limits_a_connection_and_the_link(lab: Lab, si: Any,
+                                                   make_vm: Callable[..., LabVM]) -> None:
+    """Lower bounds only (a loaded machine is slower, never faster than the throttle)."""
+    v = make_vm()
+    path = v.info["disks"][0]["flatFile"]
+    cookie = session_cookie(si)
+    lab.configure(folderConnectionBps=20_000_000)
+    t0 = time.monotonic()
+    assert len(folder_get(lab, path, cookie, (0, 4_000_000 - 1)).body) == 4_000_000
+    assert time.monotonic() - t0 >= 0.18                  # 4 MB at 20 MB/s: 0.2 s
+    lab.configure(folderConnectionBps=0, folderTotalBps=40_000_000)
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda i: folder_get(lab, path, cookie,
+                                                 (i * 4_000_000, (i + 1) * 4_000_000 - 1)),
+                            range(4)))
+    assert all(len(r.body) == 4_000_000 for r in got)
+    assert time.monotonic() - t0 >= 0.36                  # 16 MB at 40 MB/s: 0.4 s
+    assert lab.config()["folderTotalBps"] == 40_000_000
