@@ -105,7 +105,17 @@ async def copy_disk(transport: Transport, reads: Iterable[Extent], index: FixedI
                 if recorder is not None and done:
                     recorder(done)
 
-            await asyncio.to_thread(sync_and_record)
+            # A thread cannot be cancelled: if we are, wait for it to end before going on,
+            # or its pack, index and journal writes would land after the backup released
+            # the repository lock (gc could then delete the pack as unindexed).
+            work = asyncio.ensure_future(asyncio.to_thread(sync_and_record))
+            try:
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await asyncio.wait({work})
+                if not work.cancelled():
+                    work.exception()  # retrieved: the cancellation is what we report
+                raise
 
     async def process(group: asyncio.TaskGroup) -> None:
         nonlocal batch_bytes
