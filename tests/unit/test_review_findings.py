@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,6 +11,9 @@ from mover.extents import Extent
 from mover.index import FixedIndex
 from mover.pipeline.copy import PipelineSettings, copy_disk
 from mover.pipeline.process import BlockProcessor
+from mover.repo import BackupRecord, DiskRecord, MemoryLocks, MemoryStore, Repository, layout
+from mover.repo.faulty import FaultyStore
+from mover.repo.gc import collect, live_chunks
 
 BS = 4096
 
@@ -73,14 +77,110 @@ async def test_cancelled_copy_does_not_leave_a_sync_running() -> None:
         while not sink.sync_started.is_set():
             await asyncio.sleep(0.01)
         task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(asyncio.shield(task), 0.5)
-        except (asyncio.CancelledError, TimeoutError):
-            pass
         still_running = task.done() and sink.syncing
         sink.release.set()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
     assert not still_running, "copy_disk returned while its sink sync was still running"
+
+
+# -- gc --------------------------------------------------------------------------------
+
+
+VM = "vm-uuid-1"
+KEY = 2000
+
+
+def _repo(store: MemoryStore | FaultyStore | None = None) -> Repository:
+    return Repository.on(store or MemoryStore(), MemoryLocks(), block_size=BS,
+                         pack_target=3 * BS)
+
+
+def _backup(repo: Repository, backup_id: str, blocks: dict[int, bytes]) -> BackupRecord:
+    pending = repo.begin(VM, backup_id)
+    index = FixedIndex(16 * BS, BS)
+    for block, data in blocks.items():
+        digest = repo.chunks.digest(data)
+        repo.chunks.put(digest, data)
+        index.set(block, digest)
+    repo.chunks.sync()
+    pending.write_index(KEY, index)
+    record = BackupRecord(
+        id=backup_id, vm_name="web", vm_instance_uuid=VM, vm_moref="vm-1",
+        created="2026-11-01T00:00:00Z", finished="2026-11-01T00:00:00Z", parent=None,
+        snapshot={}, disks=[DiskRecord(
+            key=KEY, label="d", uuid="u", capacity=16 * BS, file="[ds] f", change_id="",
+            mode="full", reason="r", block_size=BS, changed_bytes=0, bytes_read=0,
+            bytes_stored=0, blocks=16, zero_blocks=0, new_chunks=0, dedup_chunks=0,
+            seconds=0.0)])
+    pending.commit(record)
+    return record
+
+
+def test_gc_reads_a_pending_journal_once_not_once_per_segment() -> None:
+    """live_chunks read a disk's whole journal once for every segment of it: a suspended
+    backup of a 2 TiB disk (32,768 segments at the default 64 MiB sync) costs gc ~10^9
+    object reads."""
+    faulty = FaultyStore(MemoryStore())
+    repo = _repo(faulty)
+    pending = repo.begin(VM, "20261101T000000Z-aaaaaa")
+    pending.write_checkpoint({"format": 1})
+    journal = pending.journal(KEY)
+    segments = 40
+    for block in range(segments):
+        data = bytes([block + 1]) * BS
+        digest = repo.chunks.digest(data)
+        repo.chunks.put(digest, data)
+        repo.chunks.sync()
+        journal.append([(block, digest)])
+    pending.suspend()
+    before = faulty.calls.get("get", 0)
+    assert len(live_chunks(repo)) == segments
+    reads = faulty.calls.get("get", 0) - before
+    assert reads <= 3 * segments, f"{reads} object reads for {segments} journal segments"
+
+
+class _ForgetsDuringGc(MemoryStore):
+    """Runs ``forget`` of one backup (record, then its indexes) just as gc reads that
+    backup's record: gc listed the record, forget removed it before gc read it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.victim: BackupRecord | None = None
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        victim = self.victim
+        if victim is not None and name == layout.record(victim.vm_instance_uuid, victim.id):
+            self.victim = None
+            prefix = layout.backup_dir(victim.vm_instance_uuid, victim.id)
+            for gone in list(self.list(prefix)):
+                self.delete(gone)
+        return super().get(name, offset, length)
+
+
+def test_gc_running_alongside_forget_does_not_abort() -> None:
+    """docs/repository.md: forget and gc run together ("gc marks from the records it read:
+    a backup forgotten meanwhile is collected next time"). gc instead stops with
+    'gc cannot read ...; fix or remove it first' naming a record that is simply gone."""
+    store = _ForgetsDuringGc()
+    repo = _repo(store)
+    old = _backup(repo, "20261101T000000Z-aaaaaa", {0: b"a" * BS})
+    new = _backup(repo, "20261102T000000Z-bbbbbb", {0: b"b" * BS})
+    store.victim = old
+    collect(repo)                                # must not raise
+    assert repo.read_block(repo.read_index(new, KEY).get(0)) == b"b" * BS  # type: ignore[arg-type]
+
+
+def test_verify_running_alongside_forget_reports_no_problem() -> None:
+    """verify with forget is marked safe ([1]: a listing may miss a forgotten backup); a
+    backup forgotten between the listing and the read must not be reported as damage
+    (exit status 10)."""
+    store = _ForgetsDuringGc()
+    repo = _repo(store)
+    old = _backup(repo, "20261101T000000Z-aaaaaa", {0: b"a" * BS})
+    _backup(repo, "20261102T000000Z-bbbbbb", {0: b"b" * BS})
+    store.victim = old
+    assert repo.verify() == []
+
