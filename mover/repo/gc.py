@@ -88,14 +88,17 @@ def live_chunks(repo: Repository) -> set[bytes]:
     for (vm, backup_id), rests in pending.items():
         if layout.RECORD in rests:
             continue
+        journals: set[str] = set()   # one read per journal, not one per segment
         for rest in rests:
             if rest.startswith("journal-") and rest.count("/") == 1:
-                key = int(rest.split("/")[0][len("journal-"):])
-                live.update(d for _, d in Journal(repo.store, vm, backup_id, key).read()
-                            if d is not None)
+                journals.add(rest.split("/")[0])
             elif rest.startswith("disk-") and rest.endswith(".idx"):
                 name = layout.backup_dir(vm, backup_id) + rest
                 live.update(FixedIndex.from_bytes(repo.store.get(name)).digests())
+        for journal in sorted(journals):
+            key = int(journal[len("journal-"):])
+            live.update(d for _, d in Journal(repo.store, vm, backup_id, key).read()
+                        if d is not None)
     return live
 
 
