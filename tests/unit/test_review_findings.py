@@ -17,6 +17,7 @@ from mover.pipeline.process import BlockProcessor
 from mover.repo import BackupRecord, DiskRecord, MemoryLocks, MemoryStore, Repository, layout
 from mover.repo.faulty import FaultyStore
 from mover.repo.gc import collect, live_chunks
+from mover.repo.packfile import decode_index
 
 BS = 4096
 
@@ -226,3 +227,36 @@ def test_local_delete_is_durable_before_it_returns(
                         lambda path: (synced.append(Path(path)), real(path))[1])
     store.delete("index/a")
     assert tmp_path / "index" in synced
+
+
+# -- opening a repository while gc runs -------------------------------------------------
+
+class _GcDeletesIndexes(MemoryStore):
+    """gc's step 2 running in another process: an index listed by a reader is deleted
+    (with its pack) before the reader gets it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        if self.armed and name.startswith(layout.INDEX):
+            self.armed = False
+            packs, _ = decode_index(super().get(name))
+            self.delete(name)
+            for pack_id in packs:
+                self.delete(layout.pack(pack_id))
+        return super().get(name, offset, length)
+
+
+def test_opening_a_repository_while_gc_deletes_indexes_does_not_fail() -> None:
+    """docs: "new backups wait for gc". But Repository.on loads the pack indexes without
+    the lock, so a backup (or restore, verify) started while gc deletes indexes fails at
+    once with 'object index/... does not exist' instead of waiting for the lock."""
+    store = _GcDeletesIndexes()
+    repo = _repo(store)
+    _backup(repo, "20261101T000000Z-aaaaaa", {0: b"a" * BS, 1: b"b" * BS})
+    store.armed = True
+    reopened = Repository.on(store, repo.locks, block_size=BS)  # must not raise
+    pending = reopened.begin(VM, "20261102T000000Z-bbbbbb")
+    pending.abort()
