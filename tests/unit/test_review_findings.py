@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mover.errors import RepositoryError
 from mover.extents import Extent
 from mover.index import FixedIndex
 from mover.pipeline.copy import PipelineSettings, copy_disk
@@ -260,3 +261,17 @@ def test_opening_a_repository_while_gc_deletes_indexes_does_not_fail() -> None:
     reopened = Repository.on(store, repo.locks, block_size=BS)  # must not raise
     pending = reopened.begin(VM, "20261102T000000Z-bbbbbb")
     pending.abort()
+
+
+def test_gc_names_a_pack_whose_trailer_is_damaged() -> None:
+    """gc stops on a damaged pack trailer with 'pack entry table does not match its
+    checksum': no pack name, no fix."""
+    repo = _repo()
+    _backup(repo, "20261101T000000Z-aaaaaa", {0: b"a" * BS})
+    (name,) = repo.store.list(layout.PACKS)
+    data = bytearray(repo.store.get(name))
+    data[-40] ^= 0xFF                             # the entry count in the tail
+    repo.store.put(name, bytes(data), replace=True)
+    with pytest.raises(RepositoryError) as failure:
+        collect(repo)
+    assert name in str(failure.value) and "mover" in str(failure.value)
