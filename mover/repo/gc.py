@@ -177,7 +177,13 @@ def _collect(repo: Repository, dry_run: bool, threshold: float, target: int) -> 
             report.orphan_packs += 1
             remove.append(pack_id)
             continue
-        entries = pack_entries(store, pack_id)
+        try:
+            entries = pack_entries(store, pack_id)
+        except IntegrityError as exc:
+            raise IntegrityError(
+                f"pack {layout.pack(pack_id)} of {store.describe()} is damaged ({exc}); "
+                "`mover verify --read-data` names the backups that need its chunks; gc "
+                "changes nothing") from exc
         keep = [e for e in entries if e.digest in live
                 and (where := table.locate(e.digest)) is not None and where[0] == pack_id]
         garbage = sum(e.length for e in entries) - sum(e.length for e in keep)
