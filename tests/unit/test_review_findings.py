@@ -275,3 +275,49 @@ def test_gc_names_a_pack_whose_trailer_is_damaged() -> None:
     with pytest.raises(RepositoryError) as failure:
         collect(repo)
     assert name in str(failure.value) and "mover" in str(failure.value)
+
+
+# -- resuming a full backup onto a new snapshot ---------------------------------------
+
+EPOCH = "52 de c0 d9 3e 4d 58 a8-62 9a 1c 61 7e 2b 83 58"
+
+
+async def test_resumed_full_does_not_keep_a_block_unmapped_since_the_interruption(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full backup is interrupted after journaling block 1; the run stops cleanly (its
+    snapshot is removed). Before the resume the guest trims block 1: on the new snapshot it
+    is unallocated (not in the "*" areas) and CBT reports it changed since the interrupted
+    snapshot. The planner clears block 1 from the done-map, but the index keeps the
+    journaled (old) digest and block 1 is not re-read, since it is in no area: the backup
+    restores the old bytes where the disk now reads zeros."""
+    from mover.jobs.planning import Planner
+    from mover.jobs.resume import Checkpoint, DiskCheckpoint
+    from mover.vsphere.disks import DiskInfo
+
+    repo = _repo()
+    capacity = 4 * BS
+    pending = repo.begin(VM, "20261101T000000Z-aaaaaa")
+    old = b"o" * BS
+    digest = repo.chunks.digest(old)
+    repo.chunks.put(digest, old)
+    repo.chunks.sync()
+    pending.journal(KEY).append([(0, None), (1, digest)])
+    saved = DiskCheckpoint(KEY, "u", capacity, BS, f"{EPOCH}/5", "full", "no backup", "*")
+    checkpoint = Checkpoint("20261101T000000Z-aaaaaa", "2026-11-01T00:00:00Z", "s", "m",
+                            None, {KEY: saved})
+    disk = DiskInfo(KEY, "d", "u", capacity, "[ds] vm/vm.vmdk", f"{EPOCH}/6", True, False,
+                    False, False)
+
+    async def query(self: Planner, disk: DiskInfo, since: str | None) -> list[Extent]:
+        if since == "*":
+            return [Extent(0, BS), Extent(2 * BS, 2 * BS)]   # block 1 is unallocated now
+        return [Extent(BS, BS)]                             # changed since snapshot 5
+
+    monkeypatch.setattr(Planner, "_query", query)
+    planner = Planner(repo, None, None, None, None, False, BS, lambda _: None,  # type: ignore[arg-type]
+                      checkpoint, same_snapshot=False)
+    plan = await planner.plan(disk, None, pending)
+    reread = {b for e in plan.reads for b in range(e.start // BS, -(-e.end // BS))}
+    assert plan.index.get(1) is None or 1 in reread, \
+        "block 1 keeps its journaled digest and is not read again"
+    pending.abort()
