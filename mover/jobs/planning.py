@@ -77,18 +77,22 @@ class Planner:
         index = await self._base_index(disk, decision, parent)
         done, count = await asyncio.to_thread(apply_journal, pending, disk.key, index,
                                               self.repo.chunks)
+        changed: list[Extent] = []
         if again is not None:
             # Blocks changed since the interrupted snapshot are read again, and the journal
             # must forget them now: the checkpoint is about to name this snapshot, and a
-            # later resume from it would trust their old digests.
-            for extent in align(await self._query(disk, again), block_size, disk.capacity):
+            # later resume from it would trust their old digests. They are read even if
+            # they are in no area now (a full's "*" omits a block trimmed since): the index
+            # holds their journaled digests until they are.
+            changed = align(await self._query(disk, again), block_size, disk.capacity)
+            for extent in changed:
                 done[extent.start // block_size:-(-extent.end // block_size)] = bytes(
                     len(blocks(extent, block_size)))
             count = sum(1 for d in done if d)
             await asyncio.to_thread(pending.rewrite_journal, disk.key, index, done,
                                     self.repo.chunks.sync)
-        todo = without_blocks(align(areas, block_size, disk.capacity), done, block_size,
-                              disk.capacity)
+        todo = without_blocks(align([*areas, *changed], block_size, disk.capacity), done,
+                              block_size, disk.capacity)
         return DiskPlan(disk, decision, areas, plan_reads(todo, block_size, self.max_read),
                         index, count, f"resumed backup {self.resuming.backup_id} with {count} "
                         "blocks already stored")
