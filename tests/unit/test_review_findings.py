@@ -321,3 +321,34 @@ async def test_resumed_full_does_not_keep_a_block_unmapped_since_the_interruptio
     assert plan.index.get(1) is None or 1 in reread, \
         "block 1 keeps its journaled digest and is not read again"
     pending.abort()
+
+
+async def test_a_damaged_journal_does_not_block_every_later_backup_of_the_vm(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A journal only saves work, yet a damaged segment (a file system that lies about
+    fsync, like the torn packs the docs consider) makes planning raise IntegrityError; the
+    run then suspends and keeps the checkpoint, so every later run resumes the same backup
+    and fails the same way: the VM is never backed up again."""
+    from mover.jobs.planning import Planner
+    from mover.jobs.resume import Checkpoint, DiskCheckpoint
+    from mover.vsphere.disks import DiskInfo
+
+    repo = _repo()
+    capacity = 4 * BS
+    pending = repo.begin(VM, "20261101T000000Z-aaaaaa")
+    repo.store.put(layout.journal_segment(VM, pending.backup_id, KEY, 0), b"x" * 43)
+    saved = DiskCheckpoint(KEY, "u", capacity, BS, f"{EPOCH}/5", "full", "no backup", "*")
+    checkpoint = Checkpoint(pending.backup_id, "2026-11-01T00:00:00Z", "s", "m", None,
+                            {KEY: saved})
+    disk = DiskInfo(KEY, "d", "u", capacity, "[ds] vm/vm.vmdk", f"{EPOCH}/5", True, False,
+                    False, False)
+
+    async def query(self: Planner, disk: DiskInfo, since: str | None) -> list[Extent]:
+        return [Extent(0, capacity)]
+
+    monkeypatch.setattr(Planner, "_query", query)
+    planner = Planner(repo, None, None, None, None, False, BS, lambda _: None,  # type: ignore[arg-type]
+                      checkpoint, same_snapshot=True)
+    plan = await planner.plan(disk, None, pending)          # starts the disk clean
+    assert sum(e.length for e in plan.reads) == capacity
+    pending.abort()
