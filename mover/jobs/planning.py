@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mover.errors import IntegrityError
 from mover.extents import Extent, align, blocks, plan_reads, without_blocks
 from mover.index import FixedIndex
 from mover.jobs.control import ControlPlane
@@ -75,8 +76,13 @@ class Planner:
                             parent.disk(disk.key) if parent and saved.mode != "full" else None)
         areas = await self._query(disk, decision.since)
         index = await self._base_index(disk, decision, parent)
-        done, count = await asyncio.to_thread(apply_journal, pending, disk.key, index,
-                                              self.repo.chunks)
+        try:
+            done, count = await asyncio.to_thread(apply_journal, pending, disk.key, index,
+                                                  self.repo.chunks)
+        except IntegrityError as exc:  # a journal only saves work: start the disk clean
+            self.note(f"disk {disk.key} starts clean: its journal is damaged ({exc})")
+            await asyncio.to_thread(pending.journal(disk.key).clear)
+            return await self._fresh(disk, parent)
         changed: list[Extent] = []
         if again is not None:
             # Blocks changed since the interrupted snapshot are read again, and the journal
