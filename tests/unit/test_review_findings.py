@@ -352,3 +352,18 @@ async def test_a_damaged_journal_does_not_block_every_later_backup_of_the_vm(
     plan = await planner.plan(disk, None, pending)          # starts the disk clean
     assert sum(e.length for e in plan.reads) == capacity
     pending.abort()
+
+
+def test_a_foreign_directory_under_backups_does_not_break_every_command(
+        tmp_path: Path) -> None:
+    """LocalStore.list returns whatever the directory holds, but get/stat/delete and the
+    layout refuse names outside [A-Za-z0-9._-]: a copied backup directory ("copy (1)")
+    (no record, no checkpoint) makes clean_stale, so every backup, and gc fail with a bare
+    ValueError. (With a backup.json in it, list/latest report it as damaged.)"""
+    repo = Repository.open(tmp_path, block_size=BS)
+    foreign = tmp_path / "backups" / VM / "20261101T000000Z-aaaaaa copy"
+    foreign.mkdir(parents=True)
+    (foreign / "disk-2000.idx").write_text("{}")
+    for call in (repo.list_backups, repo.clean_stale, lambda: live_chunks(repo)):
+        with contextlib.suppress(RepositoryError):   # a named refusal is acceptable
+            call()
