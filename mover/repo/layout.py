@@ -104,8 +104,9 @@ def journal_segment(vm: str, backup_id: str, key: int, seq: int) -> str:
 def split_backup(name: str) -> tuple[str, str, str] | None:
     """``backups/<vm>/<id>/<rest>`` as (vm, id, rest), or None for any other name."""
     parts = name.split("/", 3)
-    if len(parts) != 4 or parts[0] + "/" != BACKUPS:
-        return None
+    if len(parts) != 4 or parts[0] + "/" != BACKUPS or not _COMPONENT.fullmatch(parts[1]) \
+            or not _COMPONENT.fullmatch(parts[2]):
+        return None  # not a backup's object (something else was put there)
     return parts[1], parts[2], parts[3]
 
 
