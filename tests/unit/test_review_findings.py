@@ -367,3 +367,26 @@ def test_a_foreign_directory_under_backups_does_not_break_every_command(
     for call in (repo.list_backups, repo.clean_stale, lambda: live_chunks(repo)):
         with contextlib.suppress(RepositoryError):   # a named refusal is acceptable
             call()
+
+
+class _CreatedMeanwhile(MemoryStore):
+    """Another process creates the repository between our failed read of config.json and
+    our check that the store is empty."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = True
+
+    def list(self, prefix: str):  # type: ignore[no-untyped-def]
+        if self.armed and prefix == "":
+            self.armed = False
+            Repository.on(self, MemoryLocks(), block_size=BS)
+        return super().list(prefix)
+
+
+def test_two_processes_creating_one_repository_both_open_it() -> None:
+    """docs: 'Two processes creating one repository at once are safe: ... the loser reads
+    the winner's'. The loser instead says the store 'is not empty and not a mover
+    repository' when the winner's config.json appears between its read and its check."""
+    repo = Repository.on(_CreatedMeanwhile(), MemoryLocks(), block_size=BS)
+    assert repo.config.block_size == BS
