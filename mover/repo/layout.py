@@ -26,8 +26,9 @@ RECORD = "backup.json"
 CHECKPOINT = "checkpoint.json"
 
 LOCK_REPOSITORY = "repository"
-"""Held shared by every pending backup from ``begin`` to commit or abort; gc takes it
-exclusively for the moment it decides what is garbage."""
+"""Held shared by every pending backup from ``begin`` to commit or abort, and by restore
+and verify while they read; gc and repair hold it exclusively from before they read the
+first index until after their last delete."""
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _BACKUP_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
