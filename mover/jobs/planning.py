@@ -11,7 +11,7 @@ from typing import Any
 
 from mover import canary
 from mover.changeid import ALL_ALLOCATED
-from mover.errors import VSphereError
+from mover.errors import IntegrityError, VSphereError
 from mover.extents import Extent, align, block_count, blocks
 from mover.fetchplan import MIN_PIECE, Fetch, plan_fetches
 from mover.index import FixedIndex
@@ -87,19 +87,29 @@ class Planner:
         areas = await self._query(disk, decision.since)
         index = await self._base_index(disk, decision, parent)
         expected = self._canary(disk, decision, areas, index)   # before the journal is applied
-        done, count = await asyncio.to_thread(apply_journal, pending, disk.key, index,
-                                              self.repo.chunks)
+        try:
+            done, count = await asyncio.to_thread(apply_journal, pending, disk.key, index,
+                                                  self.repo.chunks)
+        except IntegrityError as exc:  # a journal only saves work: start the disk clean
+            self.note(f"disk {disk.key} starts clean: its journal is damaged ({exc})")
+            await asyncio.to_thread(pending.journal(disk.key).clear)
+            return await self._fresh(disk, parent)
+        changed: list[Extent] = []
         if again is not None:
             # Blocks changed since the interrupted snapshot are read again, and the journal
             # must forget them now: the checkpoint is about to name this snapshot, and a
-            # later resume from it would trust their old digests.
-            for extent in align(await self._query(disk, again), block_size, disk.capacity):
+            # later resume from it would trust their old digests. They are read even if
+            # they are in no area now (a full's "*" omits a block trimmed since): the index
+            # holds their journaled digests until they are.
+            changed = align(await self._query(disk, again), block_size, disk.capacity)
+            for extent in changed:
                 done[extent.start // block_size:-(-extent.end // block_size)] = bytes(
                     len(blocks(extent, block_size)))
             count = sum(1 for d in done if d)
             await asyncio.to_thread(pending.rewrite_journal, disk.key, index, done,
                                     self.repo.chunks.sync)
-        return DiskPlan(disk, decision, areas, self._fetches(disk, decision, areas, done),
+        return DiskPlan(disk, decision, areas,
+                        self._fetches(disk, decision, [*areas, *changed], done),
                         index, count, f"resumed backup {self.resuming.backup_id} with {count} "
                         "blocks already stored", expected)
 

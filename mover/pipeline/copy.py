@@ -128,7 +128,17 @@ async def copy_disk(transport: Transport, reads: Iterable[Extent | Fetch], index
                 if recorder is not None and done:
                     recorder(done)
 
-            await asyncio.to_thread(sync_and_record)
+            # A thread cannot be cancelled: if we are, wait for it to end before going on,
+            # or its pack, index and journal writes would land after the backup released
+            # the repository lock (gc could then delete the pack as unindexed).
+            work = asyncio.ensure_future(asyncio.to_thread(sync_and_record))
+            try:
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await asyncio.wait({work})
+                if not work.cancelled():
+                    work.exception()  # retrieved: the cancellation is what we report
+                raise
 
     async def merge(job: Fetch, view: memoryview) -> list[BlockResult]:
         """The blocks of a partial fetch, completed from their bases; a block whose base

@@ -27,11 +27,12 @@ other copy is garbage like any other.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mover.errors import IntegrityError, RepositoryError
+from mover.errors import IntegrityError, ObjectMissing, RepositoryError
 from mover.index import FixedIndex
 from mover.repo import layout
 from mover.repo.journal import Journal
@@ -75,11 +76,19 @@ def live_chunks(repo: Repository) -> set[bytes]:
     record or index: gc must not guess what it cannot read)."""
     live: set[bytes] = set()
     for name, record in repo.scan():
+        if isinstance(record, ObjectMissing):
+            continue  # forgotten since it was listed (forget runs alongside gc)
         if isinstance(record, RepositoryError):
             raise IntegrityError(f"gc cannot read {name} ({record}); fix or remove it first "
                                  "(`mover verify` names the problems)")
         for disk in record.disks:
-            live.update(repo.read_index(record, disk.key).digests())
+            try:
+                digests = repo.read_index(record, disk.key).digests()
+            except IntegrityError:
+                if repo.store.stat(name) is None:
+                    break  # forgotten meanwhile: forget deletes the record, then indexes
+                raise
+            live.update(digests)
     pending: dict[tuple[str, str], set[str]] = {}
     for name in repo.store.list(layout.BACKUPS):
         parts = layout.split_backup(name)
@@ -88,14 +97,22 @@ def live_chunks(repo: Repository) -> set[bytes]:
     for (vm, backup_id), rests in pending.items():
         if layout.RECORD in rests:
             continue
+        journals: set[str] = set()   # one read per journal, not one per segment
         for rest in rests:
             if rest.startswith("journal-") and rest.count("/") == 1:
-                key = int(rest.split("/")[0][len("journal-"):])
-                live.update(d for _, d in Journal(repo.store, vm, backup_id, key).read()
-                            if d is not None)
+                journals.add(rest.split("/")[0])
             elif rest.startswith("disk-") and rest.endswith(".idx"):
                 name = layout.backup_dir(vm, backup_id) + rest
-                live.update(FixedIndex.from_bytes(repo.store.get(name)).digests())
+                try:
+                    data = repo.store.get(name)
+                except ObjectMissing:
+                    continue  # removed meanwhile (forget, clean_stale): needed by nobody
+                live.update(FixedIndex.from_bytes(data).digests())
+        for journal in sorted(journals):
+            key = int(journal[len("journal-"):])
+            with contextlib.suppress(ObjectMissing):  # removed meanwhile (clean_stale)
+                live.update(d for _, d in Journal(repo.store, vm, backup_id, key).read()
+                            if d is not None)
     return live
 
 
@@ -160,7 +177,13 @@ def _collect(repo: Repository, dry_run: bool, threshold: float, target: int) -> 
             report.orphan_packs += 1
             remove.append(pack_id)
             continue
-        entries = pack_entries(store, pack_id)
+        try:
+            entries = pack_entries(store, pack_id)
+        except IntegrityError as exc:
+            raise IntegrityError(
+                f"pack {layout.pack(pack_id)} of {store.describe()} is damaged ({exc}); "
+                "`mover verify --read-data` names the backups that need its chunks; gc "
+                "changes nothing") from exc
         keep = [e for e in entries if e.digest in live
                 and (where := table.locate(e.digest)) is not None and where[0] == pack_id]
         garbage = sum(e.length for e in entries) - sum(e.length for e in keep)

@@ -26,8 +26,9 @@ RECORD = "backup.json"
 CHECKPOINT = "checkpoint.json"
 
 LOCK_REPOSITORY = "repository"
-"""Held shared by every pending backup from ``begin`` to commit or abort; gc takes it
-exclusively for the moment it decides what is garbage."""
+"""Held shared by every pending backup from ``begin`` to commit or abort, and by restore
+and verify while they read; gc and repair hold it exclusively from before they read the
+first index until after their last delete."""
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _BACKUP_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
@@ -104,8 +105,9 @@ def journal_segment(vm: str, backup_id: str, key: int, seq: int) -> str:
 def split_backup(name: str) -> tuple[str, str, str] | None:
     """``backups/<vm>/<id>/<rest>`` as (vm, id, rest), or None for any other name."""
     parts = name.split("/", 3)
-    if len(parts) != 4 or parts[0] + "/" != BACKUPS:
-        return None
+    if len(parts) != 4 or parts[0] + "/" != BACKUPS or not _COMPONENT.fullmatch(parts[1]) \
+            or not _COMPONENT.fullmatch(parts[2]):
+        return None  # not a backup's object (something else was put there)
     return parts[1], parts[2], parts[3]
 
 

@@ -66,6 +66,9 @@ class LocalStore:
                         # object (rename would silently overwrite the other's).
                         os.link(temp, path)
                     except FileExistsError:
+                        # The winner may not have fsynced the directory yet, and our caller
+                        # takes False for "it is there, durably".
+                        _fsync_dir(path.parent)
                         return False
             finally:
                 with contextlib.suppress(FileNotFoundError):

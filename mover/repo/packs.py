@@ -68,7 +68,10 @@ class PackedChunks:
                 self._buffers, self._loaded = {}, set()
         names = [n for n in present if n not in self._loaded and n not in self.damaged]
         for name in names:
-            data = self.store.get(name)
+            try:
+                data = self.store.get(name)
+            except ObjectMissing:
+                continue  # gc removed it since the listing (its pack goes too): not ours
             try:
                 packs, rows = decode_index(data)
             except IntegrityError:

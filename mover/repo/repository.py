@@ -242,6 +242,8 @@ class Repository:
 def _create(store: Store, config: RepoConfig) -> RepoConfig:
     where = store.describe()
     if any(n.split("/")[0] not in _TOLERATED for n in store.list("")):
+        with contextlib.suppress(ObjectMissing):  # another process created it just now
+            return RepoConfig.parse(store.get(layout.CONFIG), f"{where}/{layout.CONFIG}")
         raise RepositoryError(f"{where} is not empty and not a mover repository; "
                               "choose a new or empty directory")
     # Create if absent: of two processes creating one repository at once, one config wins

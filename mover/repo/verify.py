@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mover.errors import RepositoryError
+from mover.errors import ObjectMissing, RepositoryError
 from mover.repo import layout
 
 if TYPE_CHECKING:
@@ -43,7 +43,9 @@ def verify(repo: Repository, read_data: bool = False, subset: tuple[int, int] = 
                                 "rebuilds the indexes from the packs"))
     needed: dict[bytes, None] = {}
     indexes = []
-    for _name, record in repo.scan():
+    for name, record in repo.scan():
+        if isinstance(record, ObjectMissing):
+            continue  # forgotten since it was listed
         if isinstance(record, RepositoryError):
             problems.append(Problem(str(record)))
             continue
@@ -53,7 +55,8 @@ def verify(repo: Repository, read_data: bool = False, subset: tuple[int, int] = 
             try:
                 index = repo.read_index(record, disk.key)
             except RepositoryError as exc:
-                problems.append(Problem(str(exc)))
+                if repo.store.stat(name) is not None:  # else forgotten meanwhile
+                    problems.append(Problem(str(exc)))
                 continue
             indexes.append((record, disk.key, index))
             needed.update(dict.fromkeys(index.digests()))
