@@ -13,7 +13,7 @@ first (``after``) and how many times to fire. Kinds:
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from mover.errors import RepositoryError
@@ -94,3 +94,7 @@ class FaultyStore:
     def delete(self, name: str) -> None:
         self._check("delete", name)
         self.inner.delete(name)
+
+    def delete_many(self, names: Iterable[str]) -> None:
+        for name in names:  # one by one: a crash rule can stop it half way
+            self.delete(name)

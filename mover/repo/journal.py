@@ -61,8 +61,7 @@ class Journal:
         """Replace the whole journal by records for exactly ``entries``, atomically."""
         older = self._segments()
         self._put(_encode([(RESET, None)]) + _encode(entries), force=True)
-        for name in older:
-            self.store.delete(name)
+        self.store.delete_many(older)
 
     def clear(self) -> None:
         """Start the journal afresh (a disk planned from scratch)."""

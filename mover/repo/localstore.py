@@ -15,7 +15,7 @@ import errno
 import itertools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from mover import clock
@@ -58,18 +58,26 @@ class LocalStore:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                if replace:
-                    os.replace(temp, path)
-                else:
+                for attempt in range(3):
                     try:
-                        # link() refuses to replace: of two writers exactly one creates the
-                        # object (rename would silently overwrite the other's).
-                        os.link(temp, path)
+                        if replace:
+                            os.replace(temp, path)
+                        else:
+                            # link() refuses to replace: of two writers exactly one creates
+                            # the object (rename would silently overwrite the other's).
+                            os.link(temp, path)
+                        break
                     except FileExistsError:
-                        # The winner may not have fsynced the directory yet, and our caller
-                        # takes False for "it is there, durably".
+                        # The winner may not have fsynced the directory yet, and our
+                        # caller takes False for "it is there, durably".
                         _fsync_dir(path.parent)
                         return False
+                    except FileNotFoundError:
+                        if attempt == 2:
+                            raise
+                        # another process's delete removed the (then empty) directory
+                        self._dirs.discard(path.parent)
+                        self._make_dirs(path.parent)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temp)
@@ -136,21 +144,33 @@ class LocalStore:
                 yield f"{prefix}{entry.name}"
 
     def delete(self, name: str) -> None:
-        path = self.path(name)
+        self.delete_many([name])
+
+    def delete_many(self, names: Iterable[str]) -> None:
+        paths = [self.path(n) for n in names]
+        parents: set[Path] = set()
         try:
-            path.unlink(missing_ok=True)
-            # Empty directories are not objects: remove them, up to the root (a racing
-            # writer that just created one re-creates it; _make_dirs checks every time).
-            parent = path.parent
-            while parent != self.root:
-                try:
-                    parent.rmdir()
-                except OSError:
-                    break
-                self._dirs.discard(parent)
-                parent = parent.parent
+            for path in paths:
+                path.unlink(missing_ok=True)
+                parents.add(path.parent)
+            # Durable on return (gc relies on the order of its deletes surviving a power
+            # loss): each directory touched is fsynced once, however many names went.
+            for parent in parents:
+                with contextlib.suppress(FileNotFoundError):
+                    _fsync_dir(parent)
+            # Empty directories are not objects: remove them, up to the root. A writer
+            # that meanwhile links into one finds it gone and makes it again (``put``).
+            for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+                while parent != self.root:
+                    try:
+                        parent.rmdir()
+                    except OSError:
+                        break
+                    self._dirs.discard(parent)
+                    parent = parent.parent
         except OSError as exc:
-            raise io_error(f"cannot delete {path}", exc) from exc
+            raise io_error(f"cannot delete {paths[0] if len(paths) == 1 else names}", exc) \
+                from exc
 
     def clean_temporaries(self, max_age: float) -> builtins.list[str]:
         """Remove temporaries older than ``max_age`` seconds (a writer keeps one only while

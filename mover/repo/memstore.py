@@ -7,7 +7,7 @@ objects live in a dict under a lock. "Durable" means for the life of the object.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from mover import clock
 from mover.errors import ObjectMissing
@@ -58,6 +58,10 @@ class MemoryStore:
         check_name(name)
         with self._lock:
             self._objects.pop(name, None)
+
+    def delete_many(self, names: Iterable[str]) -> None:
+        for name in names:
+            self.delete(name)
 
     def set_mtime(self, name: str, mtime: float) -> None:
         """Tests: pretend ``name`` was written at ``mtime``."""

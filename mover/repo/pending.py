@@ -88,9 +88,8 @@ class PendingBackup:
         data = json.dumps(record.to_json(), indent=2, sort_keys=True).encode() + b"\n"
         if not self.store.put(layout.record(self.vm_instance_uuid, self.backup_id), data):
             raise RepositoryError(f"backup {record.id} is already committed")
-        for name in list(self.store.list(self.prefix)):
-            if name.endswith("/" + layout.CHECKPOINT) or "/journal-" in name:
-                self.store.delete(name)
+        self.store.delete_many([n for n in self.store.list(self.prefix)
+                                if n.endswith("/" + layout.CHECKPOINT) or "/journal-" in n])
         self._finish()
 
     def suspend(self) -> None:
@@ -133,8 +132,7 @@ def remove_pending(store: Store, prefix: str) -> None:
     names = list(store.list(prefix))
     if any(n.endswith("/" + layout.RECORD) for n in names):
         return
-    for name in names:
-        store.delete(name)
+    store.delete_many(names)
 
 
 def read_checkpoint(store: Store, vm: str, backup_id: str) -> dict[str, Any] | None:

@@ -46,8 +46,7 @@ def clean_stale(repo: Repository, max_age: float = 3600.0) -> list[str]:
         if lock is None:
             continue  # a live writer
         try:
-            for name in names:
-                repo.store.delete(name)
+            repo.store.delete_many(names)
             removed.append(layout.backup_dir(vm, backup_id))
         finally:
             lock.release()

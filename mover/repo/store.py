@@ -14,7 +14,7 @@ over every implementation.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,6 +47,9 @@ class Store(Protocol):
     * **Read after write.** A ``get``, ``stat`` or ``list`` that starts after a ``put`` or
       ``delete`` returned (in any process) sees its effect.
 
+    * **Durable deletes.** When ``delete`` or ``delete_many`` returns, the removal survives
+      a power loss too.
+
     Errors: ``get`` of a missing object raises ``ObjectMissing`` naming it; ``stat`` returns
     None for one; ``delete`` of a missing object is not an error. Every other failure is a
     ``RepositoryError`` whose message names the object and, where one is known, the fix
@@ -72,7 +75,15 @@ class Store(Protocol):
         whole number of name components followed by ``/`` ("packs/"), or empty (all)."""
         ...
 
-    def delete(self, name: str) -> None: ...
+    def delete(self, name: str) -> None:
+        """Remove an object, durably: when this returns, the removal survives a power loss
+        (gc relies on its deletes keeping their order)."""
+        ...
+
+    def delete_many(self, names: Iterable[str]) -> None:
+        """``delete`` of every name, durable when it returns; in no particular order among
+        themselves (a local store fsyncs each directory once; S3 has batch deletes)."""
+        ...
 
     def describe(self) -> str:
         """Where this store keeps its objects, for messages (a path, a URL)."""

@@ -210,9 +210,6 @@ def test_local_put_of_an_existing_object_makes_its_name_durable(
     assert tmp_path / "packs" / "ab" in synced
 
 
-@pytest.mark.xfail(strict=True, reason="review finding, not fixed: LocalStore.delete does "
-                   "not fsync the directory, so gc's order (indexes, then packs) is not "
-                   "durable across a power loss")
 def test_local_delete_is_durable_before_it_returns(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """gc deletes a pack's index before the pack, so that a reader never finds an index

@@ -44,6 +44,36 @@ def test_put_get_stat_list_delete(store: Store) -> None:
         store.get("packs/ab/one")
 
 
+def test_delete_many(store: Store) -> None:
+    for name in ("backups/vm/b1/a", "backups/vm/b1/journal-1/0", "backups/vm/b1/journal-1/1",
+                 "backups/vm/b2/a"):
+        store.put(name, b"x")
+    store.delete_many([*store.list("backups/vm/b1/"), "backups/vm/b1/gone"])
+    assert list(store.list("")) == ["backups/vm/b2/a"]
+    store.delete_many([])
+
+
+def test_local_put_into_a_directory_another_process_just_removed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process's delete removes the (empty) directory between our mkdir and our
+    link: the put makes it again instead of failing."""
+    import os
+
+    from mover.repo import localstore
+    store = LocalStore(tmp_path)
+    real, raced = os.link, []
+
+    def link(src: str, dst: str) -> None:
+        if not raced:
+            raced.append(dst)
+            os.rmdir(os.path.dirname(dst))              # the other process's delete
+        real(src, dst)
+
+    monkeypatch.setattr(localstore.os, "link", link)
+    assert store.put("backups/vm/b1/b", b"2") is True
+    assert raced and store.get("backups/vm/b1/b") == b"2"
+
+
 @pytest.mark.parametrize(("offset", "length", "want"), [
     (0, None, b"0123456789"), (3, 4, b"3456"), (8, 10, b"89"), (10, 5, b""), (0, 0, b""),
 ], ids=["whole", "middle", "past-the-end", "at-the-end", "empty"])
