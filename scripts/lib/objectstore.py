@@ -1,0 +1,298 @@
+"""The lab's object store: a one-node Ceph cluster with a RADOS Gateway (docs/lab.md).
+
+Run by ``scripts/objectstore`` (which installs the Debian packages first); standard library
+only. One monitor, one OSD (BlueStore on a sparse file in the state directory), one gateway
+on 127.0.0.1, cephx keys in one keyring, no manager (I/O needs none), no systemd, no cephadm.
+
+    objectstore.py start --dir DIR [--port PORT]   one JSON object on stdout, progress on stderr
+    objectstore.py stop --dir DIR                  idempotent
+
+``start`` on a directory whose daemons are running prints the same JSON again; on a
+directory whose daemons are gone (a reboot, ``stop``) it starts them on the existing data.
+Every daemon runs in the foreground of its own session, so its pid is the one we recorded;
+``stop`` signals only pids whose command line names this directory's ceph.conf.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+OSD_SIZE = 8 << 30          # sparse: BlueStore allocates what it writes
+DAEMONS = ("mon", "osd", "rgw")
+USER = "mover"
+
+CONF = """\
+[global]
+fsid = {fsid}
+mon host = v2:127.0.0.1:{mon_port}
+mon initial members = a
+public addr = 127.0.0.1
+cluster addr = 127.0.0.1
+ms bind ipv4 = true
+ms bind ipv6 = false
+ms bind msgr1 = false
+auth cluster required = cephx
+auth service required = cephx
+auth client required = cephx
+keyring = {dir}/keyring
+run dir = {dir}/run
+admin socket = {dir}/run/$name.asok
+log file = {dir}/log/$name.log
+log to stderr = false
+err to stderr = true
+client mount timeout = 30
+rados mon op timeout = 30
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg num = 8
+osd pool default pgp num = 8
+osd pool default pg autoscale mode = off
+osd crush chooseleaf type = 0
+mon allow pool size one = true
+mon allow pool delete = true
+mon warn on pool no redundancy = false
+mon data avail warn = 10
+auth allow insecure global id reclaim = false
+mon warn on insecure global id reclaim allowed = false
+
+[mon]
+mon data = {dir}/mon/$id
+
+[osd]
+osd data = {dir}/osd/$id
+osd objectstore = bluestore
+bluestore block create = true
+bluestore block size = {osd_size}
+bluestore block db create = false
+bluestore block wal create = false
+osd memory target = 939524096
+bluestore cache autotune = false
+bluestore cache size = 134217728
+osd op num shards = 2
+osd op num threads per shard = 1
+
+[client.rgw.a]
+rgw data = {dir}/rgw
+rgw frontends = beast endpoint=127.0.0.1:{rgw_port}
+rgw thread pool size = 64
+rgw enable usage log = false
+rgw dns name = 127.0.0.1
+"""
+
+
+_T0 = time.monotonic()
+
+
+def log(msg: str) -> None:
+    print(f"objectstore: {time.monotonic() - _T0:5.1f} s {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Cluster:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.conf = directory / "ceph.conf"
+        self.state = directory / "objectstore.json"
+
+    # -- processes ------------------------------------------------------------------------
+
+    def pid(self, daemon: str) -> int | None:
+        """The recorded pid of ``daemon`` if that process is alive and is ours."""
+        try:
+            pid = int((self.dir / "pids" / daemon).read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return None
+        return pid if str(self.conf).encode() in cmdline else None
+
+    def spawn(self, daemon: str, argv: list[str]) -> int:
+        out = open(self.dir / "log" / f"{daemon}.out", "ab")  # noqa: SIM115 (child owns it)
+        proc = subprocess.Popen([*argv, "-f", "-c", str(self.conf)], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=out, start_new_session=True)
+        out.close()
+        (self.dir / "pids" / daemon).write_text(str(proc.pid))
+        return proc.pid
+
+    def ceph(self, *args: str, timeout: float = 60) -> str:
+        return run(["ceph", "-c", str(self.conf), "--connect-timeout", "20", *args],
+                   timeout=timeout)
+
+    # -- start ----------------------------------------------------------------------------
+
+    def start(self, port: int) -> dict[str, object]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for sub in ("run", "log", "pids", "rgw", "mon", "osd"):
+            (self.dir / sub).mkdir(exist_ok=True)
+        if self.state.exists() and all(self.pid(d) for d in DAEMONS):
+            info: dict[str, object] = json.loads(self.state.read_text())
+            if answers(str(info["endpoint"])):
+                log(f"already running in {self.dir}")
+                return public(info)
+        began = time.monotonic()
+        if self.conf.exists() and not self.state.exists():
+            self.stop()
+            raise SystemExit(f"objectstore: {self.dir} holds a cluster whose creation did "
+                             "not finish: remove the directory and start again")
+        if not self.conf.exists():
+            self.bootstrap(port)
+        info = json.loads(self.state.read_text())
+        self.run_daemons()
+        endpoint = str(info["endpoint"])
+        wait_for(lambda: answers(endpoint), 90, f"the gateway at {endpoint}", self)
+        if not info.get("user_created"):
+            self.create_user(info)
+        info["pid"] = self.pid("rgw")
+        self.state.write_text(json.dumps(info))
+        log(f"ready in {time.monotonic() - began:.1f} s: {endpoint}")
+        return public(info)
+
+    def bootstrap(self, port: int) -> None:
+        log(f"creating a one-node cluster in {self.dir}")
+        fsid = str(uuid.uuid4())
+        rgw_port = port or free_port()
+        self.conf.with_suffix(".tmp").write_text(CONF.format(
+            fsid=fsid, dir=self.dir, mon_port=free_port(), rgw_port=rgw_port,
+            osd_size=OSD_SIZE))
+        keyring = str(self.dir / "keyring")
+        run(["ceph-authtool", "--create-keyring", keyring, "--gen-key", "-n", "mon.",
+             "--cap", "mon", "allow *"])
+        for name, caps in [
+            ("client.admin", ["mon", "allow *", "osd", "allow *", "mgr", "allow *"]),
+            ("osd.0", ["mon", "allow profile osd", "osd", "allow *", "mgr", "allow profile osd"]),
+            ("client.rgw.a", ["mon", "allow rw", "osd", "allow rwx", "mgr", "allow rw"]),
+        ]:
+            cap_args = [a for i in range(0, len(caps), 2) for a in ("--cap", *caps[i:i + 2])]
+            run(["ceph-authtool", keyring, "--gen-key", "-n", name, *cap_args])
+        tmp_conf = str(self.conf.with_suffix(".tmp"))
+        monmap = str(self.dir / "monmap")
+        mon_host = next(line.split("=", 1)[1].strip()
+                        for line in self.conf.with_suffix(".tmp").read_text().splitlines()
+                        if line.startswith("mon host"))
+        run(["monmaptool", "--create", "--fsid", fsid, "--addv", "a", f"[{mon_host}]", monmap])
+        run(["ceph-mon", "-c", tmp_conf, "--mkfs", "-i", "a", "--monmap", monmap,
+             "--keyring", keyring])
+        self.conf.with_suffix(".tmp").rename(self.conf)   # bootstrap done up to here
+        self.spawn("mon", ["ceph-mon", "-i", "a"])
+        osd_uuid = str(uuid.uuid4())
+        self.ceph("osd", "new", osd_uuid, "0")
+        (self.dir / "osd" / "0").mkdir(exist_ok=True)
+        run(["ceph-osd", "-c", str(self.conf), "-i", "0", "--mkfs", "--osd-uuid", osd_uuid])
+        self.state.write_text(json.dumps({
+            "endpoint": f"http://127.0.0.1:{rgw_port}",
+            "access_key": "MOVER" + secrets.token_hex(8).upper(),
+            "secret_key": secrets.token_urlsafe(30),
+            "pid": None, "dir": str(self.dir), "user_created": False,
+        }))
+
+    def run_daemons(self) -> None:
+        if not self.pid("mon"):
+            log("starting the monitor")
+            self.spawn("mon", ["ceph-mon", "-i", "a"])
+        if not self.pid("osd"):
+            log("starting the OSD")
+            self.spawn("osd", ["ceph-osd", "-i", "0"])
+        wait_for(lambda: '"num_up_osds":1' in self.ceph("osd", "stat", "-f", "json")
+                 .replace(" ", ""), 60, "the OSD to come up", self)
+        if not self.pid("rgw"):
+            log("starting the gateway")
+            self.spawn("rgw", ["radosgw", "-n", "client.rgw.a"])
+
+    def create_user(self, info: dict[str, object]) -> None:
+        args = ["radosgw-admin", "-c", str(self.conf), "-n", "client.admin"]
+        existing = subprocess.run([*args, "user", "info", f"--uid={USER}"],
+                                  capture_output=True, timeout=60)
+        if existing.returncode != 0:
+            run([*args, "user", "create", f"--uid={USER}", "--display-name=mover lab",
+                 f"--access-key={info['access_key']}", f"--secret-key={info['secret_key']}"])
+        info["user_created"] = True
+
+    # -- stop -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        for daemon in reversed(DAEMONS):
+            pid = self.pid(daemon)
+            if pid is None:
+                continue
+            log(f"stopping {daemon} (pid {pid})")
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and self.pid(daemon):
+                time.sleep(0.1)
+            if self.pid(daemon):
+                os.kill(pid, signal.SIGKILL)
+            (self.dir / "pids" / daemon).unlink(missing_ok=True)
+
+    def tail_logs(self) -> str:
+        lines = []
+        for path in sorted((self.dir / "log").glob("*")):
+            text = path.read_text(errors="replace").splitlines()[-8:]
+            lines += [f"--- {path}", *text]
+        return "\n".join(lines)
+
+
+def public(info: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in info.items() if k != "user_created"}
+
+
+def run(argv: list[str], timeout: float = 120) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise SystemExit(f"objectstore: {' '.join(argv[:3])} failed "
+                         f"({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return proc.stdout
+
+
+def answers(endpoint: str) -> bool:
+    try:
+        with urllib.request.urlopen(endpoint + "/", timeout=2) as reply:
+            return bool(reply.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def wait_for(check: object, seconds: float, what: str, cluster: Cluster) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except SystemExit:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"objectstore: timed out after {seconds:.0f} s waiting for {what}\n"
+                     f"{cluster.tail_logs()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="scripts/objectstore")
+    parser.add_argument("command", choices=["start", "stop"])
+    parser.add_argument("--dir", required=True, type=Path)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    cluster = Cluster(args.dir.absolute())
+    if args.command == "stop":
+        cluster.stop()
+        return
+    info = cluster.start(args.port)
+    print(json.dumps(info), flush=True)
+
+
+if __name__ == "__main__":
+    main()
