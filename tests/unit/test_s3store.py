@@ -1,0 +1,219 @@
+"""What the S3 store adds to the Store contract (tests/unit/test_store.py runs that on RGW).
+
+Against the lab's RGW: list paging, multipart objects, the HEAD-then-PUT fallback, a missing
+bucket, refused credentials. With botocore's Stubber (answers RGW cannot be made to give on
+demand, said so): clock skew, access denied, SlowDown after the retries, a PUT retried into
+its own earlier attempt, a wrong Content-Range, a server that ignores Range.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.stub import Stubber
+
+from mover.errors import ObjectMissing, RepositoryError
+from mover.repo.s3store import S3Store
+from mover.repo.s3url import S3Location, parse_s3_url
+
+# -- the URL ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("url", "bucket", "prefix"), [
+    ("s3://backups", "backups", ""),
+    ("s3://backups/", "backups", ""),
+    ("s3://backups/site-a/mover", "backups", "site-a/mover"),
+    ("s3://my.bucket-1/p/", "my.bucket-1", "p"),
+], ids=["bucket-only", "trailing-slash", "nested-prefix", "dotted-bucket"])
+def test_parse_s3_url(url: str, bucket: str, prefix: str) -> None:
+    location = parse_s3_url(url)
+    assert location == S3Location(bucket, prefix)
+    assert location.key("config.json") == (f"{prefix}/config.json" if prefix else "config.json")
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("/srv/repo", "not an s3:// URL"),
+    ("s3://Backups/x", "not a valid bucket name"),
+    ("s3://ab/x", "not a valid bucket name"),
+    ("s3://10.0.0.1/x", "not a valid bucket name"),
+    ("s3://key:secret@bucket/x", "endpoint and credentials come from AWS_ENDPOINT_URL"),
+    ("s3://bucket/a//b", "must be name components"),
+    ("s3://bucket/../b", "must be name components"),
+], ids=["path", "upper-case", "too-short", "address", "credentials", "empty-part", "dotdot"])
+def test_parse_s3_url_refuses(url: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        parse_s3_url(url)
+
+
+# -- against RGW ------------------------------------------------------------------------
+
+
+def test_list_pages_and_prefix_isolation(make_s3_store: Callable[..., S3Store]) -> None:
+    store = make_s3_store(page_size=2)
+    neighbour = S3Store(store.location.bucket, store.location.prefix + "x", store.client)
+    neighbour.put("index/zz", b"not mine")      # shares the key prefix as a string
+    names = [f"index/{i:02d}" for i in range(7)]
+    for name in reversed(names):
+        store.put(name, b"x")
+    store.put("packs/ab/p", b"y")
+    assert list(store.list("index/")) == names
+    assert list(store.list("")) == [*names, "packs/ab/p"]
+
+
+def test_multipart_object(make_s3_store: Callable[..., S3Store]) -> None:
+    store = make_s3_store(multipart_threshold=6 << 20, part_size=5 << 20)
+    data = os.urandom(11 << 20 | 12345)          # three parts, the last one short
+    assert store.put("backups/vm/b/disk-2000.idx", data) is True
+    assert store.put("backups/vm/b/disk-2000.idx", b"other" * (2 << 20)) is False
+    assert store.get("backups/vm/b/disk-2000.idx") == data
+    across = (5 << 20) - 100                   # a range across the first part boundary
+    assert store.get("backups/vm/b/disk-2000.idx", across, 200) == data[across:across + 200]
+    stat = store.stat("backups/vm/b/disk-2000.idx")
+    assert stat is not None and stat.size == len(data)
+    replacement = os.urandom(7 << 20)
+    assert store.put("backups/vm/b/disk-2000.idx", replacement, replace=True) is True
+    assert store.get("backups/vm/b/disk-2000.idx") == replacement
+    uploads = store.client.list_multipart_uploads(Bucket=store.location.bucket,
+                                                  Prefix=store.location.prefix)
+    assert uploads.get("Uploads", []) == []     # the refused upload was never started
+
+
+def test_unconditional_fallback(make_s3_store: Callable[..., S3Store]) -> None:
+    store = make_s3_store(conditional=False)
+    assert store.put("config.json", b"first") is True
+    assert store.put("config.json", b"second") is False
+    assert store.get("config.json") == b"first"
+
+
+def test_missing_object_names_bucket_and_key(make_s3_store: Callable[..., S3Store]) -> None:
+    store = make_s3_store()
+    key = f"{store.location.prefix}/packs/ab/gone"
+    with pytest.raises(ObjectMissing, match=f"s3://mover-tests/{key} does not exist"):
+        store.get("packs/ab/gone")
+    with pytest.raises(ObjectMissing):
+        store.get("packs/ab/gone", 0, 0)
+    with pytest.raises(ObjectMissing):
+        store.get("packs/ab/gone", 5, 10)
+
+
+def test_missing_bucket(s3_client: Any) -> None:
+    store = S3Store("mover-no-such-bucket", "p", s3_client)
+    with pytest.raises(RepositoryError, match=r"bucket 'mover-no-such-bucket' does not exist"
+                                              r".*check the bucket name"):
+        store.check_bucket()
+    with pytest.raises(RepositoryError, match="'mover-no-such-bucket' does not exist"):
+        store.get("config.json")
+
+
+def test_created_bucket(s3_client: Any) -> None:
+    name = f"mover-created-{os.getpid()}"
+    store = S3Store(name, "", s3_client)
+    store.check_bucket(create=True)
+    store.check_bucket(create=True)                 # exists now: fine
+    store.put("config.json", b"{}")
+    store.delete("config.json")
+    s3_client.delete_bucket(Bucket=name)
+
+
+def test_refused_credentials_name_the_fix_not_the_secret(objectstore: dict[str, Any]) -> None:
+    secret = "wrong-secret-" + "s" * 20
+    client = boto3.client("s3", endpoint_url=objectstore["endpoint"], region_name="us-east-1",
+                          aws_access_key_id=objectstore["access_key"],
+                          aws_secret_access_key=secret,
+                          config=Config(s3={"addressing_style": "path"},
+                                        retries={"max_attempts": 1}))
+    store = S3Store("mover-tests", "p", client)
+    with pytest.raises(RepositoryError, match=r"refuses the credentials.*AWS_ACCESS_KEY_ID") \
+            as caught:
+        store.put("config.json", b"x")
+    assert secret not in str(caught.value)
+
+
+# -- stubbed answers --------------------------------------------------------------------
+
+
+@pytest.fixture
+def stubbed() -> Iterator[tuple[S3Store, Stubber]]:
+    client = boto3.client("s3", endpoint_url="http://127.0.0.1:9", region_name="us-east-1",
+                          aws_access_key_id="AKIDTEST", aws_secret_access_key="not-a-secret",
+                          config=Config(s3={"addressing_style": "path"}))
+    with Stubber(client) as stubber:
+        yield S3Store("bkt", "repo", client), stubber
+        stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(("code", "status", "message"), [
+    ("RequestTimeTooSkewed", 403, "clock differs.*fix the time"),
+    ("AccessDenied", 403, "access denied.*bucket policy.*s3:PutObject.*'bkt'.*'repo'"),
+    ("SlowDown", 503, "answered SlowDown \\(HTTP 503\\) after 6 attempts.*try later"),
+    ("NoSuchBucket", 404, "bucket 'bkt' does not exist"),
+    ("InternalError", 500, "after 6 attempts"),
+], ids=["clock-skew", "access-denied", "slow-down", "no-such-bucket", "internal-error"])
+def test_errors_name_bucket_key_and_fix(stubbed: tuple[S3Store, Stubber], code: str,
+                                        status: int, message: str) -> None:
+    store, stubber = stubbed
+    stubber.add_client_error("put_object", code, http_status_code=status,
+                             response_meta={"RetryAttempts": 5})
+    with pytest.raises(RepositoryError, match=message) as caught:
+        store.put("packs/ab/x", b"data")
+    if code != "NoSuchBucket":
+        assert "s3://bkt/repo/packs/ab/x" in str(caught.value)
+
+
+def test_retried_put_that_had_landed_is_ours(stubbed: tuple[S3Store, Stubber]) -> None:
+    store, stubber = stubbed
+    data = b"our record"
+    md5 = hashlib.md5(data).hexdigest()
+    stubber.add_client_error("put_object", "PreconditionFailed", http_status_code=412,
+                             response_meta={"RetryAttempts": 1})
+    stubber.add_response("head_object", {"ContentLength": len(data), "ETag": f'"{md5}"'})
+    assert store.put("backups/vm/b/backup.json", data) is True
+    # Not retried: someone else's object, whatever it holds.
+    stubber.add_client_error("put_object", "PreconditionFailed", http_status_code=412)
+    assert store.put("backups/vm/b/backup.json", data) is False
+    # Retried, but the object is another writer's.
+    stubber.add_client_error("put_object", "PreconditionFailed", http_status_code=412,
+                             response_meta={"RetryAttempts": 2})
+    stubber.add_response("head_object", {"ContentLength": 3, "ETag": '"0123"'})
+    assert store.put("backups/vm/b/backup.json", data) is False
+
+
+def _body(data: bytes) -> Any:
+    from io import BytesIO
+
+    from botocore.response import StreamingBody
+    return StreamingBody(BytesIO(data), len(data))
+
+
+def test_wrong_content_range_is_refused(stubbed: tuple[S3Store, Stubber]) -> None:
+    store, stubber = stubbed
+    stubber.add_response("get_object", {"Body": _body(b"0123"), "ContentRange": "bytes 0-3/10",
+                                        "ResponseMetadata": {"HTTPStatusCode": 206}})
+    with pytest.raises(RepositoryError, match=r"Content-Range 'bytes 0-3/10'.*mangles"):
+        store.get("o", 4, 4)
+    stubber.add_response("get_object", {"Body": _body(b"45"), "ContentRange": "bytes 4-5/10",
+                                        "ResponseMetadata": {"HTTPStatusCode": 206}})
+    with pytest.raises(RepositoryError, match="mangles"):   # short, but not at the end
+        store.get("o", 4, 4)
+
+
+def test_ignored_range_is_cut_here(stubbed: tuple[S3Store, Stubber]) -> None:
+    store, stubber = stubbed
+    stubber.add_response("get_object", {"Body": _body(b"0123456789"),
+                                        "ResponseMetadata": {"HTTPStatusCode": 200}})
+    assert store.get("o", 3, 4) == b"3456"
+
+
+def test_stat_reads_size_and_mtime(stubbed: tuple[S3Store, Stubber]) -> None:
+    store, stubber = stubbed
+    when = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.UTC)
+    stubber.add_response("head_object", {"ContentLength": 42, "LastModified": when})
+    stat = store.stat("index/i")
+    assert stat is not None and (stat.size, stat.mtime) == (42, when.timestamp())
