@@ -91,22 +91,35 @@ def objectstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
                        timeout=120, stdin=subprocess.DEVNULL)
 
 
+def point_aws_sdk_at(patch: pytest.MonkeyPatch, objectstore: dict[str, Any]) -> None:
+    """Set the AWS SDK's variables to the lab's object store, with no profile or config
+    file of this machine in the way."""
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL_S3",
+                 "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
+        patch.delenv(name, raising=False)
+    patch.setenv("AWS_CONFIG_FILE", os.devnull)
+    patch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    patch.setenv("AWS_ENDPOINT_URL", objectstore["endpoint"])
+    patch.setenv("AWS_ACCESS_KEY_ID", objectstore["access_key"])
+    patch.setenv("AWS_SECRET_ACCESS_KEY", objectstore["secret_key"])
+    patch.setenv("AWS_REGION", "us-east-1")
+
+
+@pytest.fixture
+def s3_env(objectstore: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """AWS_* variables name the lab's object store for this test (as an operator sets
+    them for mover); returns the object store's JSON."""
+    point_aws_sdk_at(monkeypatch, objectstore)
+    return objectstore
+
+
 @pytest.fixture(scope="session")
 def s3_client(objectstore: dict[str, Any]) -> Any:
-    """A client made the way mover makes one: from AWS_* variables (set to the lab's
-    object store here, with no profile or config file of this machine in the way)."""
+    """A client made the way mover makes one: from the AWS_* variables."""
     from mover.repo.s3store import client_from_environment
 
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL_S3",
-                     "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
-            patch.delenv(name, raising=False)
-        patch.setenv("AWS_CONFIG_FILE", os.devnull)
-        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-        patch.setenv("AWS_ENDPOINT_URL", objectstore["endpoint"])
-        patch.setenv("AWS_ACCESS_KEY_ID", objectstore["access_key"])
-        patch.setenv("AWS_SECRET_ACCESS_KEY", objectstore["secret_key"])
-        patch.setenv("AWS_REGION", "us-east-1")
+        point_aws_sdk_at(patch, objectstore)
         return client_from_environment()
 
 
