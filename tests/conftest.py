@@ -75,8 +75,12 @@ def objectstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     try:
         proc = subprocess.run([script, "start", "--dir", str(directory)], capture_output=True,
                               text=True, timeout=600, stdin=subprocess.DEVNULL)
+        (directory / "start.err").write_text(proc.stderr)
+        # The script's own verdict is its last "objectstore:" line; the daemons' logs follow.
+        verdicts = [line for line in proc.stderr.splitlines() if line.startswith("objectstore:")]
         failure = None if proc.returncode == 0 else \
-            f"exit {proc.returncode}: {proc.stderr.strip()[-3000:]}"
+            f"exit {proc.returncode}: {verdicts[-1] if verdicts else ''} (all of it: " \
+            f"{directory / 'start.err'})"
     except (OSError, subprocess.TimeoutExpired) as exc:
         failure = str(exc)
     if failure is not None:

@@ -110,23 +110,37 @@ class Cluster:
         self.dir = directory
         self.conf = directory / "ceph.conf"
         self.state = directory / "objectstore.json"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     # -- processes ------------------------------------------------------------------------
 
     def pid(self, daemon: str) -> int | None:
         """The recorded pid of ``daemon`` if that process is alive and is ours."""
+        proc = self.procs.get(daemon)
+        if proc is not None:               # started by this run: no guessing
+            return proc.pid if proc.poll() is None else None
         try:
             pid = int((self.dir / "pids" / daemon).read_text())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (FileNotFoundError, ValueError, ProcessLookupError):
+            proc_dir = Path(f"/proc/{pid}")
+            for _ in range(20):
+                if proc_dir.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    return None            # exited, not yet reaped
+                # Empty for a moment while a process execs (the kernel sets the argument
+                # area after closing the close-on-exec descriptors): ask again.
+                cmdline = proc_dir.joinpath("cmdline").read_bytes()
+                if cmdline:
+                    return pid if str(self.conf).encode() in cmdline else None
+                time.sleep(0.05)
+        except (FileNotFoundError, ValueError, ProcessLookupError, IndexError):
             return None
-        return pid if str(self.conf).encode() in cmdline else None
+        return None
 
     def spawn(self, daemon: str, argv: list[str]) -> int:
         out = open(self.dir / "log" / f"{daemon}.out", "ab")  # noqa: SIM115 (child owns it)
         proc = subprocess.Popen([*argv, "-f", "-c", str(self.conf)], stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=out, start_new_session=True)
         out.close()
+        self.procs[daemon] = proc
         (self.dir / "pids" / daemon).write_text(str(proc.pid))
         return proc.pid
 
@@ -146,6 +160,9 @@ class Cluster:
                 log(f"already running in {self.dir}")
                 return public(info)
         began = time.monotonic()
+        if port and self.state.exists() and \
+                json.loads(self.state.read_text())["endpoint"] != f"http://127.0.0.1:{port}":
+            log(f"--port {port} ignored: {self.dir} keeps the port it was created with")
         if self.conf.exists() and not self.state.exists():
             self.stop()
             raise SystemExit(f"objectstore: {self.dir} holds a cluster whose creation did "
@@ -202,6 +219,9 @@ class Cluster:
         }))
 
     def run_daemons(self) -> None:
+        for daemon in DAEMONS:   # pid files of daemons gone (a reboot, a kill): forget them
+            if not self.pid(daemon):
+                (self.dir / "pids" / daemon).unlink(missing_ok=True)
         if not self.pid("mon"):
             log("starting the monitor")
             self.spawn("mon", ["ceph-mon", "-i", "a"])
@@ -229,6 +249,7 @@ class Cluster:
         for daemon in reversed(DAEMONS):
             pid = self.pid(daemon)
             if pid is None:
+                (self.dir / "pids" / daemon).unlink(missing_ok=True)
                 continue
             log(f"stopping {daemon} (pid {pid})")
             os.kill(pid, signal.SIGTERM)
@@ -268,6 +289,8 @@ def answers(endpoint: str) -> bool:
 
 
 def wait_for(check: object, seconds: float, what: str, cluster: Cluster) -> None:
+    """Poll ``check`` until it is true; fail at once (with the logs) if a daemon that was
+    started has exited, as one does when its port is taken."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
@@ -275,6 +298,10 @@ def wait_for(check: object, seconds: float, what: str, cluster: Cluster) -> None
                 return
         except SystemExit:
             pass
+        dead = [d for d, proc in cluster.procs.items() if proc.poll() is not None]
+        if dead:
+            raise SystemExit(f"objectstore: {', '.join(dead)} exited while waiting for "
+                             f"{what}\n{cluster.tail_logs()}")
         time.sleep(0.2)
     raise SystemExit(f"objectstore: timed out after {seconds:.0f} s waiting for {what}\n"
                      f"{cluster.tail_logs()}")
@@ -290,7 +317,11 @@ def main() -> None:
     if args.command == "stop":
         cluster.stop()
         return
-    info = cluster.start(args.port)
+    try:
+        info = cluster.start(args.port)
+    except BaseException:
+        cluster.stop()   # a failed start leaves nothing running
+        raise
     print(json.dumps(info), flush=True)
 
 
