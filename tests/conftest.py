@@ -110,6 +110,13 @@ def point_aws_sdk_at(patch: pytest.MonkeyPatch, objectstore: dict[str, Any]) -> 
 
 
 @pytest.fixture
+def aws_sdk_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, Any]], None]:
+    """aws_sdk_env({"endpoint": ..., "access_key": ..., "secret_key": ...}) points the AWS
+    SDK's variables at that endpoint for this test."""
+    return lambda server: point_aws_sdk_at(monkeypatch, server)
+
+
+@pytest.fixture
 def s3_env(objectstore: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """AWS_* variables name the lab's object store for this test (as an operator sets
     them for mover); returns the object store's JSON."""

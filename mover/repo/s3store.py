@@ -68,7 +68,7 @@ MULTIPART_THRESHOLD = 32 << 20
 #: Part size of larger objects: a failed part is retried alone (S3 allows 5 MiB .. 5 GiB).
 PART_SIZE = 16 << 20
 MAX_REQUESTS = 16
-MAX_ATTEMPTS = 6        # botocore's standard mode: about 30 s of backoff in all
+MAX_ATTEMPTS = 6        # in all, the first included: about 15 s of backoff (30 s at worst)
 
 _MISSING = {"NoSuchKey", "NotFound", "404"}
 _CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
@@ -76,7 +76,8 @@ _CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
 _PERMISSIONS = "s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket"
 
 
-def client_from_environment(max_connections: int = MAX_REQUESTS) -> Any:
+def client_from_environment(max_connections: int = MAX_REQUESTS,
+                            max_attempts: int = MAX_ATTEMPTS) -> Any:
     """An S3 client configured only by the AWS SDK's conventions: ``AWS_ENDPOINT_URL``
     (or ``AWS_ENDPOINT_URL_S3``), ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/
     ``AWS_SESSION_TOKEN``, ``AWS_PROFILE`` (with ``~/.aws/config`` and ``credentials``),
@@ -86,7 +87,7 @@ def client_from_environment(max_connections: int = MAX_REQUESTS) -> Any:
                            or os.environ.get("AWS_ENDPOINT_URL")
                            or session._session.get_scoped_config().get("endpoint_url"))
     config = Config(
-        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
         max_pool_connections=max_connections,
         connect_timeout=10,
         read_timeout=120,

@@ -11,7 +11,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
@@ -20,7 +24,7 @@ from botocore.config import Config
 from botocore.stub import Stubber
 
 from mover.errors import ObjectMissing, RepositoryError
-from mover.repo.s3store import S3Store
+from mover.repo.s3store import S3Store, client_from_environment
 from mover.repo.s3url import S3Location, parse_s3_url
 
 # -- the URL ----------------------------------------------------------------------------
@@ -217,3 +221,92 @@ def test_stat_reads_size_and_mtime(stubbed: tuple[S3Store, Stubber]) -> None:
     stubber.add_response("head_object", {"ContentLength": 42, "LastModified": when})
     stat = store.stat("index/i")
     assert stat is not None and (stat.size, stat.mtime) == (42, when.timestamp())
+
+
+# -- retries, bounds, an unreachable store ----------------------------------------------
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    """A stand-in S3 endpoint that answers ``503 SlowDown`` to the first ``fail`` PUTs
+    (RGW cannot be made to throttle on demand)."""
+
+    fail = 2
+    puts = 0
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).puts += 1
+        if type(self).puts <= type(self).fail:
+            body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate."\
+                   b"</Message></Error>"
+            self.send_response(503)
+        else:
+            body = b""
+            self.send_response(200)
+            self.send_header("ETag", '"0"')
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_slow_down_is_retried_with_backoff(
+        aws_sdk_env: Callable[[dict[str, Any]], None]) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        aws_sdk_env({"endpoint": f"http://127.0.0.1:{server.server_port}",
+                                       "access_key": "AKIDTEST", "secret_key": "x"})
+        store = S3Store("bkt", "repo", client_from_environment())
+        _Flaky.puts, _Flaky.fail = 0, 2
+        assert store.put("packs/ab/x", b"data") is True
+        assert _Flaky.puts == 3
+        store = S3Store("bkt", "repo", client_from_environment(max_attempts=2))
+        _Flaky.puts, _Flaky.fail = 0, 100                 # more than the retries allow
+        with pytest.raises(RepositoryError, match=r"SlowDown \(HTTP 503\) after 2 attempts"):
+            store.put("packs/ab/y", b"data")
+        assert _Flaky.puts == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_unreachable_store_names_endpoint_and_fix() -> None:
+    client = boto3.client("s3", endpoint_url="http://127.0.0.1:9", region_name="us-east-1",
+                          aws_access_key_id="AKIDTEST", aws_secret_access_key="x",
+                          config=Config(retries={"mode": "standard", "max_attempts": 1},
+                                        s3={"addressing_style": "path"}))
+    store = S3Store("bkt", "repo", client)
+    with pytest.raises(RepositoryError, match=r"s3://bkt/repo/config.json: the object store "
+                                              r"at http://127.0.0.1:9 cannot be reached"
+                                              r".*AWS_ENDPOINT_URL"):
+        store.get("config.json")
+
+
+class _CountingClient:
+    """Counts how many requests are in flight at once."""
+
+    def __init__(self) -> None:
+        self.meta = type("Meta", (), {"endpoint_url": "http://test"})()
+        self.now = self.most = 0
+        self.lock = threading.Lock()
+
+    def put_object(self, **_: Any) -> dict[str, Any]:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        time.sleep(0.01)
+        with self.lock:
+            self.now -= 1
+        return {}
+
+
+def test_requests_in_flight_are_bounded() -> None:
+    client = _CountingClient()
+    store = S3Store("bkt", "", client, max_requests=3)
+    with ThreadPoolExecutor(12) as pool:
+        assert all(pool.map(lambda i: store.put(f"index/{i}", b"x"), range(48)))
+    assert client.most == 3
