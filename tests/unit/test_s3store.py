@@ -230,6 +230,7 @@ class _Flaky(BaseHTTPRequestHandler):
     """A stand-in S3 endpoint that answers ``503 SlowDown`` to the first ``fail`` PUTs
     (RGW cannot be made to throttle on demand)."""
 
+    protocol_version = "HTTP/1.1"   # answers botocore's "Expect: 100-continue" at once
     fail = 2
     puts = 0
 
