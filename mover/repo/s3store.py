@@ -49,6 +49,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -82,10 +83,15 @@ def client_from_environment(max_connections: int = MAX_REQUESTS,
     (or ``AWS_ENDPOINT_URL_S3``), ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/
     ``AWS_SESSION_TOKEN``, ``AWS_PROFILE`` (with ``~/.aws/config`` and ``credentials``),
     ``AWS_REGION``/``AWS_DEFAULT_REGION`` and ``AWS_CA_BUNDLE``; botocore reads them."""
-    session = boto3.session.Session()
-    custom_endpoint = bool(os.environ.get("AWS_ENDPOINT_URL_S3")
-                           or os.environ.get("AWS_ENDPOINT_URL")
-                           or session._session.get_scoped_config().get("endpoint_url"))
+    core = botocore.session.get_session()
+    try:
+        session = boto3.session.Session(botocore_session=core)
+        custom_endpoint = bool(os.environ.get("AWS_ENDPOINT_URL_S3")
+                               or os.environ.get("AWS_ENDPOINT_URL")
+                               or core.get_scoped_config().get("endpoint_url"))
+    except BotoCoreError as exc:        # AWS_PROFILE names no profile, a config is broken
+        raise RepositoryError(f"cannot configure the S3 client: {exc}; check AWS_PROFILE "
+                              "and the AWS config files") from exc
     config = Config(
         retries={"mode": "standard", "total_max_attempts": max_attempts},
         max_pool_connections=max_connections,
@@ -132,7 +138,8 @@ class S3Store:
         return store
 
     def describe(self) -> str:
-        return f"{self.location} at {self.endpoint}"
+        """``s3://BUCKET/PREFIX``; the store's own errors name the endpoint as well."""
+        return str(self.location)
 
     # -- the protocol ---------------------------------------------------------------------
 
@@ -374,9 +381,11 @@ class S3Store:
                     "AWS_SECRET_ACCESS_KEY, or the profile that AWS_PROFILE names")
             if status == 403:
                 return RepositoryError(
-                    f"cannot {what} {where}: access denied ({code}); the bucket policy or "
-                    f"the user's policy must allow {_PERMISSIONS} on bucket "
-                    f"{self.location.bucket!r} and prefix {self.location.prefix or '/'!r}")
+                    f"cannot {what} {where}: access denied ({code}) by {self.endpoint}; the "
+                    f"bucket policy or the user's policy must allow {_PERMISSIONS} on "
+                    f"bucket {self.location.bucket!r} and prefix "
+                    f"{self.location.prefix or '/'!r} (or the credentials are not the "
+                    "intended user's)")
             if code == "SlowDown" or status >= 500:
                 return RepositoryError(
                     f"cannot {what} {where}: the object store at {self.endpoint} answered "

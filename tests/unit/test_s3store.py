@@ -311,3 +311,11 @@ def test_requests_in_flight_are_bounded() -> None:
     with ThreadPoolExecutor(12) as pool:
         assert all(pool.map(lambda i: store.put(f"index/{i}", b"x"), range(48)))
     assert client.most == 3
+
+
+def test_unknown_profile_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_PROFILE", "mover-no-such-profile")
+    with pytest.raises(RepositoryError, match=r"mover-no-such-profile.*check AWS_PROFILE"):
+        S3Store.from_url("s3://bkt/repo")
