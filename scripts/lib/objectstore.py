@@ -64,6 +64,8 @@ mon allow pool size one = true
 mon allow pool delete = true
 mon warn on pool no redundancy = false
 mon data avail warn = 10
+paxos propose interval = 0.05
+paxos min wait = 0.01
 auth allow insecure global id reclaim = false
 mon warn on insecure global id reclaim allowed = false
 
