@@ -146,6 +146,13 @@ class Cluster:
         (self.dir / "pids" / daemon).write_text(str(proc.pid))
         return proc.pid
 
+    def write_state(self, info: dict[str, object]) -> None:
+        """``objectstore.json``: the JSON ``start`` prints, with the S3 secret: owner only."""
+        temp = self.state.with_suffix(".tmp")
+        temp.write_text(json.dumps(info))
+        temp.chmod(0o600)
+        temp.replace(self.state)
+
     def ceph(self, *args: str, timeout: float = 60) -> str:
         return run(["ceph", "-c", str(self.conf), "--connect-timeout", "20", *args],
                    timeout=timeout)
@@ -178,7 +185,7 @@ class Cluster:
         if not info.get("user_created"):
             self.create_user(info)
         info["pid"] = self.pid("rgw")
-        self.state.write_text(json.dumps(info))
+        self.write_state(info)
         log(f"ready in {time.monotonic() - began:.1f} s: {endpoint}")
         return public(info)
 
@@ -213,12 +220,12 @@ class Cluster:
         self.ceph("osd", "new", osd_uuid, "0")
         (self.dir / "osd" / "0").mkdir(exist_ok=True)
         run(["ceph-osd", "-c", str(self.conf), "-i", "0", "--mkfs", "--osd-uuid", osd_uuid])
-        self.state.write_text(json.dumps({
+        self.write_state({
             "endpoint": f"http://127.0.0.1:{rgw_port}",
             "access_key": "MOVER" + secrets.token_hex(8).upper(),
             "secret_key": secrets.token_urlsafe(30),
             "pid": None, "dir": str(self.dir), "user_created": False,
-        }))
+        })
 
     def run_daemons(self) -> None:
         for daemon in DAEMONS:   # pid files of daemons gone (a reboot, a kill): forget them
