@@ -12,13 +12,15 @@ How the contract is kept:
 * **Create if absent**: ``PUT`` with ``If-None-Match: *``; the store answers 412 when the key
   exists (AWS S3 since 2024, Ceph RGW, MinIO). A 412 after botocore *retried* the PUT may be
   our own first attempt, which landed before its reply was lost: then the object's ETag is
-  our data's MD5 and we created it. Objects above ``multipart_threshold`` go up in parts;
-  ``CompleteMultipartUpload`` carries ``If-None-Match: *`` too, which AWS honours and RGW
-  16 ignores, so there a ``HEAD`` before the upload is the check and its race window is the
-  upload's duration: of two writers completing one new key then, the last one wins and both
-  get True. Only objects larger than any pack go that way (big disk indexes, written once
-  under a backup id of their own), so no two writers race on them. ``conditional=False`` is
-  the same HEAD-then-PUT fallback for servers that ignore ``If-None-Match`` on PUT.
+  our data's MD5 and we created it. AWS answers 409 ``ConditionalRequestConflict`` while
+  another conditional write of the key is in flight: asked again. Objects above
+  ``multipart_threshold`` go up in parts; ``CompleteMultipartUpload`` carries
+  ``If-None-Match: *`` too, which AWS honours and RGW 16 ignores, so there a ``HEAD``
+  before the upload is the check and its race window is the upload's duration: of two
+  writers completing one new key then, the last one wins and both get True. Only objects
+  larger than any pack go that way (big disk indexes, written once under a backup id of
+  their own), so no two writers race on them. ``conditional=False`` is the same
+  HEAD-then-PUT fallback for servers that ignore ``If-None-Match`` on PUT.
 * **Atomic, durable on return**: a PUT or a completed multipart upload is all or nothing
   and acknowledged only once stored. Every PUT carries ``Content-MD5``, so bytes damaged on
   the way are refused (``BadDigest``) instead of stored.
@@ -43,8 +45,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import itertools
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -69,6 +73,7 @@ MULTIPART_THRESHOLD = 32 << 20
 #: Part size of larger objects: a failed part is retried alone (S3 allows 5 MiB .. 5 GiB).
 PART_SIZE = 16 << 20
 MAX_REQUESTS = 16
+CONFLICT_RETRIES = 5    # 409 ConditionalRequestConflict: asked again this many times in all
 MAX_ATTEMPTS = 6        # in all, the first included: about 15 s of backoff (30 s at worst)
 
 _MISSING = {"NoSuchKey", "NotFound", "404"}
@@ -116,7 +121,8 @@ class S3Store:
                  multipart_threshold: int = MULTIPART_THRESHOLD,
                  part_size: int = PART_SIZE, page_size: int = 1000,
                  conditional: bool = True) -> None:
-        self.location = S3Location(bucket, prefix.strip("/"))
+        prefix = prefix.strip("/")
+        self.location = S3Location(bucket, check_name(prefix) if prefix else "")
         self.client = client
         self.endpoint = str(client.meta.endpoint_url)
         self.multipart_threshold = multipart_threshold
@@ -156,16 +162,23 @@ class S3Store:
                                 "ContentMD5": base64.b64encode(md5.digest()).decode()}
         if not replace and self.conditional:
             args["IfNoneMatch"] = "*"
-        try:
-            with self._slots:
-                self.client.put_object(**args)
-        except ClientError as exc:
-            if not replace and _status(exc) == 412:
-                return self._retried_into_ourselves(key, exc, md5.hexdigest())
-            raise self._error("write", key, exc) from exc
-        except BotoCoreError as exc:
-            raise self._error("write", key, exc) from exc
-        return True
+        for conflicts in itertools.count(1):
+            try:
+                with self._slots:
+                    self.client.put_object(**args)
+                return True
+            except ClientError as exc:
+                if not replace and _status(exc) == 412:
+                    return self._retried_into_ourselves(key, exc, md5.hexdigest())
+                if _code(exc) == "ConditionalRequestConflict" and conflicts < CONFLICT_RETRIES:
+                    # AWS: another conditional write of this key is in flight; the outcome
+                    # of ours is decided once it ends, so ask again (then 412 or 200).
+                    time.sleep(0.05 * conflicts)
+                    continue
+                raise self._error("write", key, exc) from exc
+            except BotoCoreError as exc:
+                raise self._error("write", key, exc) from exc
+        raise AssertionError("unreachable")
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         key = self.location.key(check_name(name))

@@ -189,6 +189,16 @@ def test_retried_put_that_had_landed_is_ours(stubbed: tuple[S3Store, Stubber]) -
     assert store.put("backups/vm/b/backup.json", data) is False
 
 
+def test_conditional_conflict_is_asked_again(stubbed: tuple[S3Store, Stubber]) -> None:
+    store, stubber = stubbed      # AWS answers 409 while another conditional PUT is running
+    stubber.add_client_error("put_object", "ConditionalRequestConflict", http_status_code=409)
+    stubber.add_client_error("put_object", "PreconditionFailed", http_status_code=412)
+    assert store.put("config.json", b"x") is False
+    stubber.add_client_error("put_object", "ConditionalRequestConflict", http_status_code=409)
+    stubber.add_response("put_object", {})
+    assert store.put("config.json", b"x") is True
+
+
 def _body(data: bytes) -> Any:
     from io import BytesIO
 
