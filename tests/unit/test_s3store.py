@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import multiprocessing
 import os
 import threading
 import time
@@ -329,3 +330,29 @@ def test_unknown_profile_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_PROFILE", "mover-no-such-profile")
     with pytest.raises(RepositoryError, match=r"mover-no-such-profile.*check AWS_PROFILE"):
         S3Store.from_url("s3://bkt/repo")
+
+
+def _create_many_s3(bucket: str, prefix: str, barrier: Any, results: Any) -> None:
+    store = S3Store(bucket, prefix, client_from_environment())   # one client per process
+    barrier.wait()
+    results.put([store.put(f"index/{i:03d}", str(i).encode() * 100) for i in range(20)])
+
+
+def test_concurrent_creates_across_processes_on_rgw(
+        s3_env: dict[str, Any], make_s3_store: Callable[..., S3Store]) -> None:
+    store = make_s3_store()
+    ctx = multiprocessing.get_context("spawn")   # a fresh interpreter: no inherited pools
+    workers = 4
+    barrier, queue = ctx.Barrier(workers), ctx.Queue()
+    procs = [ctx.Process(target=_create_many_s3,
+                         args=(store.location.bucket, store.location.prefix, barrier, queue))
+             for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    for i in range(20):          # every object was created by exactly one process
+        assert sum(r[i] for r in results) == 1
+    assert len(list(store.list("index/"))) == 20
