@@ -9,7 +9,7 @@ exclusive one (a backup's own lock, gc's) is refused with ``reason``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from mover.errors import RepositoryError
 from mover.repo import layout
@@ -39,6 +39,9 @@ class ReadOnlyStore:
 
     def delete(self, name: str) -> None:
         raise RepositoryError(f"cannot delete {name}: {self.reason}")
+
+    def delete_many(self, names: Iterable[str]) -> None:
+        raise RepositoryError(f"cannot delete objects: {self.reason}")
 
 
 class _NoLock:

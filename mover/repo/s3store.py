@@ -30,6 +30,8 @@ How the contract is kept:
 * **List**: ``ListObjectsV2``, page by page (``page_size`` keys), in S3's UTF-8 byte order,
   which is the sorted order of mover's ASCII names; keys that are not valid names (a
   console's "folder" marker) are not objects of the repository and are skipped.
+* **Delete**: one ``DeleteObject``, or ``DeleteObjects`` batches for ``delete_many``; a
+  deletion the store acknowledged is durable (no separate sync, as for a put).
 * **Bounded**: at most ``max_requests`` requests of this store in flight (a semaphore; the
   connection pool has as many connections); a multipart upload sends its parts one by one.
 * **Retries**: botocore's ``standard`` mode retries 5xx, ``SlowDown`` and other throttling
@@ -49,7 +51,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import boto3
@@ -73,6 +75,7 @@ MULTIPART_THRESHOLD = 32 << 20
 #: Part size of larger objects: a failed part is retried alone (S3 allows 5 MiB .. 5 GiB).
 PART_SIZE = 16 << 20
 MAX_REQUESTS = 16
+DELETE_BATCH = 1000     # keys per DeleteObjects, S3's limit
 CONFLICT_RETRIES = 5    # 409 ConditionalRequestConflict: asked again this many times in all
 MAX_ATTEMPTS = 6        # in all, the first included: about 15 s of backoff (30 s at worst)
 
@@ -244,6 +247,34 @@ class S3Store:
             raise self._error("delete", key, exc) from exc
         except BotoCoreError as exc:
             raise self._error("delete", key, exc) from exc
+
+    def delete_many(self, names: Iterable[str]) -> None:
+        """``DeleteObjects`` of up to 1,000 keys a request (a missing key is no error);
+        stores without it (``NotImplemented``) get one ``DeleteObject`` a key."""
+        keys = [self.location.key(check_name(name)) for name in names]
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start:start + DELETE_BATCH]
+            try:
+                with self._slots:
+                    reply = self.client.delete_objects(
+                        Bucket=self.location.bucket,
+                        Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True})
+            except ClientError as exc:
+                if _code(exc) != "NotImplemented":
+                    raise self._error("delete", batch[0], exc) from exc
+                strip = len(self.location.key(""))
+                for key in batch:
+                    self.delete(key[strip:])
+                continue
+            except BotoCoreError as exc:
+                raise self._error("delete", batch[0], exc) from exc
+            failed = [e for e in reply.get("Errors", ()) if e.get("Code") != "NoSuchKey"]
+            if failed:
+                first = failed[0]
+                raise RepositoryError(
+                    f"cannot delete {self._where(str(first.get('Key')))} and "
+                    f"{len(failed) - 1} more of {len(batch)} ({self.endpoint}): "
+                    f"{first.get('Code')}: {first.get('Message', '')}")
 
     # -- the bucket -----------------------------------------------------------------------
 

@@ -90,6 +90,19 @@ def test_multipart_object(make_s3_store: Callable[..., S3Store]) -> None:
     assert uploads.get("Uploads", []) == []     # the refused upload was never started
 
 
+def test_delete_many_in_batches(make_s3_store: Callable[..., S3Store],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """(The contract suite on main has test_delete_many; this adds batches on RGW.)"""
+    monkeypatch.setattr("mover.repo.s3store.DELETE_BATCH", 3)
+    store = make_s3_store()
+    names = [f"backups/vm/b1/journal-1/{i:010d}" for i in range(7)]
+    for name in [*names, "backups/vm/b2/a"]:
+        store.put(name, b"x")
+    store.delete_many([*names, "backups/vm/b1/gone"])
+    assert list(store.list("")) == ["backups/vm/b2/a"]
+    store.delete_many([])
+
+
 def test_unconditional_fallback(make_s3_store: Callable[..., S3Store]) -> None:
     store = make_s3_store(conditional=False)
     assert store.put("config.json", b"first") is True
@@ -198,6 +211,20 @@ def test_conditional_conflict_is_asked_again(stubbed: tuple[S3Store, Stubber]) -
     stubber.add_client_error("put_object", "ConditionalRequestConflict", http_status_code=409)
     stubber.add_response("put_object", {})
     assert store.put("config.json", b"x") is True
+
+
+def test_delete_many_failures_and_fallback(stubbed: tuple[S3Store, Stubber]) -> None:
+    store, stubber = stubbed
+    stubber.add_response("delete_objects", {"Errors": [
+        {"Key": "repo/index/a", "Code": "AccessDenied", "Message": "no"},
+        {"Key": "repo/index/b", "Code": "NoSuchKey", "Message": "gone: fine"}]})
+    with pytest.raises(RepositoryError, match=r"cannot delete s3://bkt/repo/index/a and 0 "
+                                              r"more of 2 .*AccessDenied"):
+        store.delete_many(["index/a", "index/b"])
+    stubber.add_client_error("delete_objects", "NotImplemented", http_status_code=501)
+    stubber.add_response("delete_object", {}, {"Bucket": "bkt", "Key": "repo/index/a"})
+    stubber.add_response("delete_object", {}, {"Bucket": "bkt", "Key": "repo/index/b"})
+    store.delete_many(["index/a", "index/b"])
 
 
 def _body(data: bytes) -> Any:
