@@ -7,16 +7,13 @@ Generic on purpose: mover's own tests use `lab` and `unique_name` as well.
 from __future__ import annotations
 
 import itertools
-import json
 import os
-import subprocess
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mover_lab import Lab
+from mover_lab import Lab, ObjectStore, ObjectStoreError
 
 #: The lab's configuration as it starts; the `lab` fixture restores it after every test.
 LAB_DEFAULT_CONFIG: dict[str, Any] = {
@@ -62,75 +59,58 @@ def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
     return make
 
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
 @pytest.fixture(scope="session")
-def objectstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """The lab's object store (Ceph RGW, ``scripts/objectstore``) for the whole session: its
-    JSON (endpoint, access_key, secret_key, pid, dir). If it cannot start, tests that use it
-    fail with the reason under ``CI=true`` and are skipped with the reason elsewhere."""
-    directory = tmp_path_factory.mktemp("objectstore")
-    script = str(ROOT / "scripts" / "objectstore")
+def objectstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStore]:
+    """The lab's object store (Ceph RGW, ``scripts/objectstore``) for the whole session. If
+    it cannot start, tests that use it fail with the reason under ``CI=true`` and are
+    skipped with the reason elsewhere."""
     try:
-        proc = subprocess.run([script, "start", "--dir", str(directory)], capture_output=True,
-                              text=True, timeout=600, stdin=subprocess.DEVNULL)
-        (directory / "start.err").write_text(proc.stderr)
-        # The script's own verdict is its last "objectstore:" line; the daemons' logs follow.
-        verdicts = [line for line in proc.stderr.splitlines() if line.startswith("objectstore:")]
-        failure = None if proc.returncode == 0 else \
-            f"exit {proc.returncode}: {verdicts[-1] if verdicts else ''} (all of it: " \
-            f"{directory / 'start.err'})"
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        failure = str(exc)
-    if failure is not None:
-        reason = f"scripts/objectstore start could not start the object store: {failure}"
+        server = ObjectStore.start(tmp_path_factory.mktemp("objectstore"))
+    except ObjectStoreError as exc:
+        reason = f"the lab's object store could not start: {exc}"
         if os.environ.get("CI") == "true":
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
     try:
-        yield json.loads(proc.stdout)
+        yield server
     finally:
-        subprocess.run([script, "stop", "--dir", str(directory)], capture_output=True,
-                       timeout=120, stdin=subprocess.DEVNULL)
+        server.stop()
 
 
-def point_aws_sdk_at(patch: pytest.MonkeyPatch, objectstore: dict[str, Any]) -> None:
-    """Set the AWS SDK's variables to the lab's object store, with no profile or config
-    file of this machine in the way."""
+def point_aws_sdk_at(patch: pytest.MonkeyPatch, environment: dict[str, str]) -> None:
+    """Set the AWS SDK's variables to ``environment`` (``ObjectStore.environment()``), with
+    no profile or config file of this machine in the way."""
     for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL_S3",
                  "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
         patch.delenv(name, raising=False)
     patch.setenv("AWS_CONFIG_FILE", os.devnull)
     patch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    patch.setenv("AWS_ENDPOINT_URL", objectstore["endpoint"])
-    patch.setenv("AWS_ACCESS_KEY_ID", objectstore["access_key"])
-    patch.setenv("AWS_SECRET_ACCESS_KEY", objectstore["secret_key"])
-    patch.setenv("AWS_REGION", "us-east-1")
+    for name, value in environment.items():
+        patch.setenv(name, value)
 
 
 @pytest.fixture
-def aws_sdk_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, Any]], None]:
-    """aws_sdk_env({"endpoint": ..., "access_key": ..., "secret_key": ...}) points the AWS
-    SDK's variables at that endpoint for this test."""
-    return lambda server: point_aws_sdk_at(monkeypatch, server)
+def aws_sdk_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, str]], None]:
+    """aws_sdk_env({"AWS_ENDPOINT_URL": ..., ...}) sets the AWS SDK's variables for this
+    test (and nothing of this machine's AWS configuration)."""
+    return lambda environment: point_aws_sdk_at(monkeypatch, environment)
 
 
 @pytest.fixture
-def s3_env(objectstore: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def s3_env(objectstore: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> ObjectStore:
     """AWS_* variables name the lab's object store for this test (as an operator sets
-    them for mover); returns the object store's JSON."""
-    point_aws_sdk_at(monkeypatch, objectstore)
+    them for mover)."""
+    point_aws_sdk_at(monkeypatch, objectstore.environment())
     return objectstore
 
 
 @pytest.fixture(scope="session")
-def s3_client(objectstore: dict[str, Any]) -> Any:
+def s3_client(objectstore: ObjectStore) -> Any:
     """A client made the way mover makes one: from the AWS_* variables."""
     from mover.repo.s3store import client_from_environment
 
     with pytest.MonkeyPatch.context() as patch:
-        point_aws_sdk_at(patch, objectstore)
+        point_aws_sdk_at(patch, objectstore.environment())
         return client_from_environment()
 
 

@@ -12,6 +12,7 @@ from mover.errors import RepositoryError
 from mover.repo import MemoryLocks, Repository
 from mover.repo.gc import collect
 from mover.repo.s3store import S3Store
+from mover_lab import ObjectStore
 
 from .test_repository import BS, VM, backup
 
@@ -29,7 +30,7 @@ def written(make_s3_store: Callable[..., S3Store]) -> tuple[str, Repository, Any
     return f"s3://{store.location.bucket}/{store.location.prefix}", repo, (first, index)
 
 
-def test_open_s3_url_reads_backups(s3_env: dict[str, Any],
+def test_open_s3_url_reads_backups(s3_env: ObjectStore,
                                    written: tuple[str, Repository, Any]) -> None:
     url, writer, (first, index) = written
     repo = Repository.open(url, create=False)
@@ -43,7 +44,7 @@ def test_open_s3_url_reads_backups(s3_env: dict[str, Any],
     assert repo.verify(read_data=True) == []
 
 
-def test_s3_repository_refuses_writes(s3_env: dict[str, Any],
+def test_s3_repository_refuses_writes(s3_env: ObjectStore,
                                       written: tuple[str, Repository, Any]) -> None:
     url, writer, (first, _) = written
     before = sorted(writer.store.list(""))
@@ -59,7 +60,7 @@ def test_s3_repository_refuses_writes(s3_env: dict[str, Any],
     assert sorted(writer.store.list("")) == before
 
 
-def test_open_s3_url_of_nothing(s3_env: dict[str, Any]) -> None:
+def test_open_s3_url_of_nothing(s3_env: ObjectStore) -> None:
     with pytest.raises(RepositoryError, match="no mover repository at s3://mover-tests/"):
         Repository.open("s3://mover-tests/nothing-here", create=False)
     with pytest.raises(RepositoryError, match="bucket 'mover-no-bucket' does not exist"):

@@ -27,6 +27,7 @@ from botocore.stub import Stubber
 from mover.errors import ObjectMissing, RepositoryError
 from mover.repo.s3store import S3Store, client_from_environment
 from mover.repo.s3url import S3Location, parse_s3_url
+from mover_lab import ObjectStore
 
 # -- the URL ----------------------------------------------------------------------------
 
@@ -140,10 +141,10 @@ def test_created_bucket(s3_client: Any) -> None:
     s3_client.delete_bucket(Bucket=name)
 
 
-def test_refused_credentials_name_the_fix_not_the_secret(objectstore: dict[str, Any]) -> None:
+def test_refused_credentials_name_the_fix_not_the_secret(objectstore: ObjectStore) -> None:
     secret = "wrong-secret-" + "s" * 20
-    client = boto3.client("s3", endpoint_url=objectstore["endpoint"], region_name="us-east-1",
-                          aws_access_key_id=objectstore["access_key"],
+    client = boto3.client("s3", endpoint_url=objectstore.endpoint, region_name="us-east-1",
+                          aws_access_key_id=objectstore.access_key,
                           aws_secret_access_key=secret,
                           config=Config(s3={"addressing_style": "path"},
                                         retries={"max_attempts": 1}))
@@ -292,13 +293,14 @@ class _Flaky(BaseHTTPRequestHandler):
 
 
 def test_slow_down_is_retried_with_backoff(
-        aws_sdk_env: Callable[[dict[str, Any]], None]) -> None:
+        aws_sdk_env: Callable[[dict[str, str]], None]) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        aws_sdk_env({"endpoint": f"http://127.0.0.1:{server.server_port}",
-                                       "access_key": "AKIDTEST", "secret_key": "x"})
+        aws_sdk_env({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{server.server_port}",
+                     "AWS_ACCESS_KEY_ID": "AKIDTEST", "AWS_SECRET_ACCESS_KEY": "x",
+                     "AWS_REGION": "us-east-1"})
         store = S3Store("bkt", "repo", client_from_environment())
         _Flaky.puts, _Flaky.fail = 0, 2
         assert store.put("packs/ab/x", b"data") is True
@@ -366,7 +368,7 @@ def _create_many_s3(bucket: str, prefix: str, barrier: Any, results: Any) -> Non
 
 
 def test_concurrent_creates_across_processes_on_rgw(
-        s3_env: dict[str, Any], make_s3_store: Callable[..., S3Store]) -> None:
+        s3_env: ObjectStore, make_s3_store: Callable[..., S3Store]) -> None:
     store = make_s3_store()
     ctx = multiprocessing.get_context("spawn")   # a fresh interpreter: no inherited pools
     workers = 4
