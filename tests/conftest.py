@@ -61,11 +61,11 @@ def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
 
 @pytest.fixture(scope="session")
 def objectstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStore]:
-    """The lab's object store (Ceph RGW, ``scripts/objectstore``) for the whole session. If
-    it cannot start, tests that use it fail with the reason under ``CI=true`` and are
-    skipped with the reason elsewhere."""
+    """The lab's object store (Ceph RGW, ``scripts/objectstore``) for the whole session,
+    with two gateways on its one cluster (two sites or machines). If it cannot start, tests
+    that use it fail with the reason under ``CI=true`` and are skipped with it elsewhere."""
     try:
-        server = ObjectStore.start(tmp_path_factory.mktemp("objectstore"))
+        server = ObjectStore.start(tmp_path_factory.mktemp("objectstore"), gateways=2)
     except ObjectStoreError as exc:
         reason = f"the lab's object store could not start: {exc}"
         if os.environ.get("CI") == "true":

@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 
 OSD_SIZE = 8 << 30          # sparse: BlueStore allocates what it writes
-DAEMONS = ("mon", "osd", "rgw")
+DAEMONS = ("mon", "osd")   # then the gateways: "rgw" (client.rgw.a), "rgw.b", "rgw.c", ...
 USER = "mover"
 
 CONF = """\
@@ -85,13 +85,22 @@ bluestore cache size = 134217728
 osd op num shards = 2
 osd op num threads per shard = 1
 
-[client.rgw.a]
+"""
+
+GATEWAY = """
+[client.rgw.{id}]
 rgw data = {dir}/rgw
-rgw frontends = beast endpoint=127.0.0.1:{rgw_port}
+rgw frontends = beast endpoint=127.0.0.1:{port}
 rgw thread pool size = 64
 rgw enable usage log = false
 rgw dns name = 127.0.0.1
 """
+
+
+def gateway(n: int) -> tuple[str, str]:
+    """Daemon name (for pids/) and Ceph id of gateway ``n`` (0-based)."""
+    letter = chr(ord("a") + n)
+    return ("rgw" if n == 0 else f"rgw.{letter}"), letter
 
 
 _T0 = time.monotonic()
@@ -113,6 +122,16 @@ class Cluster:
         self.conf = directory / "ceph.conf"
         self.state = directory / "objectstore.json"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def endpoints(self) -> list[str]:
+        if not self.state.exists():
+            return []
+        info = json.loads(self.state.read_text())
+        return list(info.get("endpoints") or [info["endpoint"]])
+
+    def daemons(self) -> list[str]:
+        """Every daemon of this directory, in start order."""
+        return [*DAEMONS, *(gateway(n)[0] for n in range(max(1, len(self.endpoints()))))]
 
     # -- processes ------------------------------------------------------------------------
 
@@ -159,29 +178,33 @@ class Cluster:
 
     # -- start ----------------------------------------------------------------------------
 
-    def start(self, port: int) -> dict[str, object]:
+    def start(self, port: int, gateways: int = 1) -> dict[str, object]:
         self.dir.mkdir(parents=True, exist_ok=True)
         for sub in ("run", "log", "pids", "rgw", "mon", "osd"):
             (self.dir / sub).mkdir(exist_ok=True)
-        if self.state.exists() and all(self.pid(d) for d in DAEMONS):
+        if self.state.exists() and all(self.pid(d) for d in self.daemons()):
             info: dict[str, object] = json.loads(self.state.read_text())
-            if answers(str(info["endpoint"])):
+            if all(answers(e) for e in self.endpoints()):
                 log(f"already running in {self.dir}")
                 return public(info)
         began = time.monotonic()
         if port and self.state.exists() and \
                 json.loads(self.state.read_text())["endpoint"] != f"http://127.0.0.1:{port}":
             log(f"--port {port} ignored: {self.dir} keeps the port it was created with")
+        if gateways != 1 and self.state.exists() and len(self.endpoints()) != gateways:
+            log(f"--gateways {gateways} ignored: {self.dir} keeps the gateways it was "
+                "created with")
         if self.conf.exists() and not self.state.exists():
             self.stop()
             raise SystemExit(f"objectstore: {self.dir} holds a cluster whose creation did "
                              "not finish: remove the directory and start again")
         if not self.conf.exists():
-            self.bootstrap(port)
+            self.bootstrap(port, gateways)
         info = json.loads(self.state.read_text())
         self.run_daemons()
         endpoint = str(info["endpoint"])
-        wait_for(lambda: answers(endpoint), 90, f"the gateway at {endpoint}", self)
+        for url in self.endpoints():
+            wait_for(lambda url=url: answers(url), 90, f"the gateway at {url}", self)
         if not info.get("user_created"):
             self.create_user(info)
         info["pid"] = self.pid("rgw")
@@ -189,20 +212,22 @@ class Cluster:
         log(f"ready in {time.monotonic() - began:.1f} s: {endpoint}")
         return public(info)
 
-    def bootstrap(self, port: int) -> None:
+    def bootstrap(self, port: int, gateways: int) -> None:
         log(f"creating a one-node cluster in {self.dir}")
         fsid = str(uuid.uuid4())
-        rgw_port = port or free_port()
-        self.conf.with_suffix(".tmp").write_text(CONF.format(
-            fsid=fsid, dir=self.dir, mon_port=free_port(), rgw_port=rgw_port,
-            osd_size=OSD_SIZE))
+        ports = [port or free_port()] + [free_port() for _ in range(gateways - 1)]
+        self.conf.with_suffix(".tmp").write_text(
+            CONF.format(fsid=fsid, dir=self.dir, mon_port=free_port(), osd_size=OSD_SIZE)
+            + "".join(GATEWAY.format(id=gateway(n)[1], dir=self.dir, port=p)
+                      for n, p in enumerate(ports)))
         keyring = str(self.dir / "keyring")
         run(["ceph-authtool", "--create-keyring", keyring, "--gen-key", "-n", "mon.",
              "--cap", "mon", "allow *"])
         for name, caps in [
             ("client.admin", ["mon", "allow *", "osd", "allow *", "mgr", "allow *"]),
             ("osd.0", ["mon", "allow profile osd", "osd", "allow *", "mgr", "allow profile osd"]),
-            ("client.rgw.a", ["mon", "allow rw", "osd", "allow rwx", "mgr", "allow rw"]),
+            *((f"client.rgw.{gateway(n)[1]}", ["mon", "allow rw", "osd", "allow rwx",
+                                               "mgr", "allow rw"]) for n in range(gateways)),
         ]:
             cap_args = [a for i in range(0, len(caps), 2) for a in ("--cap", *caps[i:i + 2])]
             run(["ceph-authtool", keyring, "--gen-key", "-n", name, *cap_args])
@@ -221,14 +246,15 @@ class Cluster:
         (self.dir / "osd" / "0").mkdir(exist_ok=True)
         run(["ceph-osd", "-c", str(self.conf), "-i", "0", "--mkfs", "--osd-uuid", osd_uuid])
         self.write_state({
-            "endpoint": f"http://127.0.0.1:{rgw_port}",
+            "endpoint": f"http://127.0.0.1:{ports[0]}",
+            "endpoints": [f"http://127.0.0.1:{p}" for p in ports],
             "access_key": "MOVER" + secrets.token_hex(8).upper(),
             "secret_key": secrets.token_urlsafe(30),
             "pid": None, "dir": str(self.dir), "user_created": False,
         })
 
     def run_daemons(self) -> None:
-        for daemon in DAEMONS:   # pid files of daemons gone (a reboot, a kill): forget them
+        for daemon in self.daemons():   # pid files of daemons gone (a reboot): forget them
             if not self.pid(daemon):
                 (self.dir / "pids" / daemon).unlink(missing_ok=True)
         if not self.pid("mon"):
@@ -239,9 +265,11 @@ class Cluster:
             self.spawn("osd", ["ceph-osd", "-i", "0"])
         wait_for(lambda: '"num_up_osds":1' in self.ceph("osd", "stat", "-f", "json")
                  .replace(" ", ""), 60, "the OSD to come up", self)
-        if not self.pid("rgw"):
-            log("starting the gateway")
-            self.spawn("rgw", ["radosgw", "-n", "client.rgw.a"])
+        for n in range(len(self.endpoints())):
+            daemon, letter = gateway(n)
+            if not self.pid(daemon):
+                log(f"starting gateway {letter}")
+                self.spawn(daemon, ["radosgw", "-n", f"client.rgw.{letter}"])
 
     def create_user(self, info: dict[str, object]) -> None:
         args = ["radosgw-admin", "-c", str(self.conf), "-n", "client.admin"]
@@ -255,7 +283,9 @@ class Cluster:
     # -- stop -----------------------------------------------------------------------------
 
     def stop(self) -> None:
-        for daemon in reversed(DAEMONS):
+        names = {path.name for path in (self.dir / "pids").glob("*")}
+        for daemon in sorted(names - set(DAEMONS)) + [d for d in reversed(DAEMONS)
+                                                      if d in names]:
             pid = self.pid(daemon)
             if pid is None:
                 (self.dir / "pids" / daemon).unlink(missing_ok=True)
@@ -278,7 +308,12 @@ class Cluster:
 
 
 def public(info: dict[str, object]) -> dict[str, object]:
-    return {k: v for k, v in info.items() if k != "user_created"}
+    """The JSON ``start`` prints: ``endpoints`` only when there are several gateways."""
+    shown = {k: v for k, v in info.items() if k != "user_created"}
+    endpoints = info.get("endpoints")
+    if not isinstance(endpoints, list) or len(endpoints) < 2:
+        shown.pop("endpoints", None)
+    return shown
 
 
 def run(argv: list[str], timeout: float = 120) -> str:
@@ -321,13 +356,16 @@ def main() -> None:
     parser.add_argument("command", choices=["start", "stop"])
     parser.add_argument("--dir", required=True, type=Path)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--gateways", type=int, default=1, choices=range(1, 9),
+                        help="gateways on the one cluster (two sites or machines), each "
+                             "on its own port; only when the directory is created")
     args = parser.parse_args()
     cluster = Cluster(args.dir.absolute())
     if args.command == "stop":
         cluster.stop()
         return
     try:
-        info = cluster.start(args.port)
+        info = cluster.start(args.port, args.gateways)
     except BaseException:
         cluster.stop()   # a failed start leaves nothing running
         raise

@@ -385,3 +385,23 @@ def test_concurrent_creates_across_processes_on_rgw(
     for i in range(20):          # every object was created by exactly one process
         assert sum(r[i] for r in results) == 1
     assert len(list(store.list("index/"))) == 20
+
+
+def test_two_gateways_one_store(objectstore: ObjectStore,
+                                make_s3_store: Callable[..., S3Store]) -> None:
+    """Writers behind different gateways of one cluster (two sites) see each other's
+    objects and race on conditional creates with exactly one winner."""
+    here = make_s3_store()
+    client = boto3.client("s3", endpoint_url=objectstore.endpoints[1], region_name="us-east-1",
+                          aws_access_key_id=objectstore.access_key,
+                          aws_secret_access_key=objectstore.secret_key,
+                          config=Config(s3={"addressing_style": "path"}))
+    there = S3Store(here.location.bucket, here.location.prefix, client)
+    assert here.endpoint != there.endpoint
+    here.put("config.json", b"from a")
+    assert there.get("config.json") == b"from a"
+    assert there.put("config.json", b"from b") is False
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda i: (here, there)[i % 2].put(f"index/{i // 2}", b"x"),
+                            range(32)))
+    assert [won[2 * n] + won[2 * n + 1] for n in range(16)] == [1] * 16
