@@ -5,7 +5,7 @@ nothing of vSphere. Every call is synchronous and blocking: jobs run them in thr
 
 Glossary
 --------
-store          Where objects live (``mover.repo.store.Store``): a directory, memory, S3 next.
+store          Where objects live (``mover.repo.store.Store``): a directory, memory, S3.
 layout         The names of every object (``mover.repo.layout``); no other module builds one.
 chunk          One block, encoded by the ``ChunkCodec`` and addressed by the SHA-256 of the
                uncompressed block.

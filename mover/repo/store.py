@@ -6,9 +6,9 @@ relative, ``/``-separated, made by ``mover.repo.layout`` and nowhere else: no ot
 of mover builds a path or a key.
 
 Implementations: ``LocalStore`` (a directory), ``MemoryStore`` (tests), ``FaultyStore`` (a
-wrapper that injects failures, for tests); an object store (S3) is the next one, and this
-protocol is what it must implement. One contract suite (``tests/unit/test_store.py``) runs
-over every implementation.
+wrapper that injects failures, for tests), ``S3Store`` (a bucket: ``mover.repo.s3store``),
+``ReadOnlyStore`` (a wrapper refusing writes). One contract suite
+(``tests/unit/test_store.py``) runs over every implementation, S3 against Ceph RGW.
 """
 
 from __future__ import annotations

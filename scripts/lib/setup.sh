@@ -8,6 +8,7 @@ VENV="$MOVER_ROOT/.venv"
 _log() { echo "setup: $*" >&2; }
 
 # ensure_apt PKG...: install the Debian packages that are missing (root or sudo).
+# APT_INSTALL_OPTS adds options to apt-get install (e.g. --no-install-recommends).
 ensure_apt() {
   local missing=()
   for p in "$@"; do
@@ -18,12 +19,19 @@ ensure_apt() {
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   _log "installing Debian packages: ${missing[*]}"
   $sudo apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq ${APT_INSTALL_OPTS:-} "${missing[@]}" >&2
 }
 
 # ensure_lab_toolchain: Go and VMware's govmomi sources (vcsim) for the lab.
 ensure_lab_toolchain() {
   ensure_apt golang-go golang-github-vmware-govmomi-dev
+}
+
+# ensure_objectstore: Ceph's monitor, OSD and RADOS Gateway for scripts/objectstore (no
+# manager, no cephadm, no systemd units are used: the script runs the daemons itself).
+ensure_objectstore() {
+  # Without recommends: ceph-base recommends ceph-mds and a time daemon, neither needed.
+  APT_INSTALL_OPTS=--no-install-recommends ensure_apt ceph-mon ceph-osd radosgw
 }
 
 # ensure_venv: .venv with mover installed editable and its test extras. Re-installs only when

@@ -1,4 +1,8 @@
-"""One contract suite for every Store (mover.repo.store), plus races on the local store."""
+"""One contract suite for every Store (mover.repo.store), plus races on the local store.
+
+``s3-rgw`` runs the suite against the lab's Ceph RADOS Gateway (``scripts/objectstore``,
+started once per session), each test under a fresh key prefix.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +23,14 @@ STORES: dict[str, Callable[[Path], Store]] = {
     "memory": lambda p: MemoryStore(),
     "faulty-passthrough": lambda p: FaultyStore(MemoryStore()),
 }
+S3_STORES = ["s3-rgw"]   # need the objectstore fixture: made in ``store`` below
 
 
-@pytest.fixture(params=list(STORES), ids=list(STORES))
+@pytest.fixture(params=[*STORES, *S3_STORES], ids=[*STORES, *S3_STORES])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "s3-rgw":
+        store: Store = request.getfixturevalue("make_s3_store")()
+        return store
     return STORES[request.param](tmp_path)
 
 
