@@ -1,9 +1,9 @@
 """The chunks of a repository, appended into packs: ``has``, ``put``, ``sync``, ``get``.
 
 ``put`` encodes a block (``ChunkCodec``) and appends it to the *open* pack in memory; when
-the open pack reaches ``target`` bytes it is sealed and written by the thread whose ``put``
-filled it: first the pack object, then a pack index object naming its chunks, each durable
-when ``put`` of the store returns. ``sync`` seals the open pack (however small) and waits
+the open pack reaches ``target`` bytes it is sealed and handed to one writer thread, which
+writes first the pack object, then a pack index object naming its chunks, each durable when
+``put`` of the store returns. ``sync`` seals the open pack (however small) and waits
 for every pack in flight, so when it returns every chunk ``put`` before it is durable *and
 indexed*: only then may a journal, a disk index or a backup record name those chunks.
 
@@ -19,6 +19,7 @@ same error, because chunks of the lost pack are in the table but not in the repo
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from mover.errors import IntegrityError, ObjectMissing, RepositoryError
 from mover.repo import layout
@@ -29,6 +30,8 @@ from mover.repo.store import Store
 
 PACK_TARGET = 16 * 1024 * 1024
 """Bytes of encoded chunks per pack before it is sealed (docs/performance.md: why 16 MiB)."""
+MAX_IN_FLIGHT = 2
+"""Sealed packs queued for or being written by the writer thread, besides the open one."""
 
 
 class PackedChunks:
@@ -48,6 +51,7 @@ class PackedChunks:
         self._open: PackBuilder | None = None
         self._open_number = -1
         self._in_flight = 0
+        self._writer: ThreadPoolExecutor | None = None
         self._broken: RepositoryError | None = None
         self.damaged: list[str] = []                # index objects that failed to parse
         self.refresh()
@@ -135,7 +139,7 @@ class PackedChunks:
             if len(self._open) >= self.target:
                 full = self._take_open()
         if full is not None:
-            self._write(*full)
+            self._submit(*full)
         return len(blob)
 
     def sync(self) -> None:
@@ -145,11 +149,30 @@ class PackedChunks:
             self._check()
             full = self._take_open() if self._open is not None else None
         if full is not None:
-            self._write(*full)
+            self._submit(*full)
+        self.drain()
+        with self._lock:
+            self._check()
+
+    def drain(self) -> None:
+        """Wait until no pack is being written (whether or not the writes succeed). The
+        holder of a pending backup calls it before releasing the backup's locks: a pack
+        written after that could race a gc that already listed the indexes."""
         with self._idle:
             while self._in_flight:
                 self._idle.wait()
-            self._check()
+
+    def _submit(self, number: int, builder: PackBuilder) -> None:
+        """Hand a full pack to the writer thread. The worker that filled it goes back to
+        compressing instead of waiting for the pack's write and fsyncs (measured: a worker
+        blocked on them left a core idle, docs/performance.md); at most ``MAX_IN_FLIGHT``
+        packs wait or are written at once, which bounds memory."""
+        with self._idle:
+            while self._in_flight > MAX_IN_FLIGHT and self._broken is None:
+                self._idle.wait()
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="mover-pack")
+        self._writer.submit(self._write, number, builder)
 
     def _take_open(self) -> tuple[int, PackBuilder]:
         """Under the lock: the open pack, now in flight."""
@@ -169,13 +192,13 @@ class PackedChunks:
             index_id, index = encode_index([(pack_id, entries)])
             self.store.put(layout.index(index_id), index)
             del data
-        except BaseException as exc:
+        except BaseException as exc:  # recorded: the next put or sync raises it
             with self._idle:
                 self._in_flight -= 1
                 self._broken = exc if isinstance(exc, RepositoryError) else RepositoryError(
                     f"writing a pack to {self.store.describe()} failed: {exc!r}")
                 self._idle.notify_all()
-            raise
+            return
         with self._idle:
             self._packs[number] = pack_id
             self._numbers[pack_id] = number

@@ -28,8 +28,9 @@ class PendingBackup:
     """
 
     def __init__(self, store: Store, vm_instance_uuid: str, backup_id: str,
-                 held: list[Lock]) -> None:
+                 held: list[Lock], drain: Callable[[], None] | None = None) -> None:
         self.store = store
+        self._drain = drain          # waits for the chunk store's pack writes in flight
         self.backup_id = backup_id
         self.vm_instance_uuid = vm_instance_uuid
         self.prefix = layout.backup_dir(vm_instance_uuid, backup_id)
@@ -116,8 +117,14 @@ class PendingBackup:
 
     def _finish(self) -> None:
         self._done = True
-        for lock in reversed(self._held):
-            lock.release()
+        try:
+            # No pack may land after the locks are gone: a gc waiting for them could list
+            # the indexes before it and the packs after it, and delete it as unindexed.
+            if self._drain is not None:
+                self._drain()
+        finally:
+            for lock in reversed(self._held):
+                lock.release()
 
     def __enter__(self) -> PendingBackup:
         return self

@@ -135,7 +135,8 @@ class Repository:
             for lock in reversed(held):
                 lock.release()
             raise
-        return PendingBackup(self.store, vm_instance_uuid, backup_id, held)
+        return PendingBackup(self.store, vm_instance_uuid, backup_id, held,
+                             self.chunks.drain)
 
     def resumable(self, vm_instance_uuid: str) -> list[tuple[str, dict[str, Any]]]:
         """Pending backups of a VM that left a checkpoint: (backup id, checkpoint), newest

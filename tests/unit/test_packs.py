@@ -133,6 +133,41 @@ def test_a_chunk_reads_while_its_pack_is_being_written() -> None:
     assert seen == [block] and chunks.read_block(digest) == block
 
 
+def test_packs_are_written_by_one_writer_thread_and_drained_before_locks_go() -> None:
+    """The worker that fills a pack does not write it; a pending backup's end waits for
+    every pack in flight before its locks are released."""
+    import threading
+
+    from mover.repo import MemoryLocks, Repository
+    store, codec = MemoryStore(), ChunkCodec(3)
+    writers: set[str] = set()
+    release = threading.Event()
+    put = store.put
+
+    def slow_put(name: str, data: object, *, replace: bool = False) -> bool:
+        if name.startswith(layout.PACKS):
+            writers.add(threading.current_thread().name)
+            release.wait(5)
+        return put(name, data, replace=replace)  # type: ignore[arg-type]
+
+    store.put = slow_put  # type: ignore[method-assign]
+    locks = MemoryLocks()
+    repo = Repository.on(store, locks, pack_target=4096)
+    pending = repo.begin("vm", "20261201T000000Z-aaaaaa")
+    for block in [os.urandom(5000) for _ in range(3)]:    # incompressible: each fills a pack
+        repo.chunks.put(codec.digest(block), block)
+    assert threading.current_thread().name not in writers
+    ended = threading.Thread(target=pending.abort)
+    ended.start()
+    ended.join(0.3)
+    assert ended.is_alive()                                 # waits for the writes
+    assert locks.acquire("repository", wait=False) is None  # still holding the lock
+    release.set()
+    ended.join(5)
+    assert not ended.is_alive() and writers == {"mover-pack_0"}
+    assert len(list(store.list(layout.INDEX))) == 3
+
+
 def test_a_failed_pack_write_breaks_the_store_for_this_process() -> None:
     faulty = FaultyStore(MemoryStore())
     chunks = PackedChunks(faulty, ChunkCodec(3), target=1 << 30)
