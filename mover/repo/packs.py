@@ -30,8 +30,9 @@ from mover.repo.store import Store
 
 PACK_TARGET = 16 * 1024 * 1024
 """Bytes of encoded chunks per pack before it is sealed (docs/performance.md: why 16 MiB)."""
-MAX_IN_FLIGHT = 2
-"""Sealed packs queued for or being written by the writer thread, besides the open one."""
+MAX_IN_FLIGHT = 1
+"""Sealed packs waiting for the writer thread besides the one it writes: with the open one,
+at most three packs (48 MiB) are in memory, as when the workers wrote them themselves."""
 
 
 class PackedChunks:
