@@ -53,6 +53,7 @@ class PackedChunks:
         self._open_number = -1
         self._in_flight = 0
         self._writer: ThreadPoolExecutor | None = None
+        self._spare: list[bytearray] = []           # buffers of written packs, for reuse
         self._broken: RepositoryError | None = None
         self.damaged: list[str] = []                # index objects that failed to parse
         self.refresh()
@@ -131,7 +132,8 @@ class PackedChunks:
             if self._table.get(digest) is not None:
                 return 0  # another thread stored it meanwhile
             if self._open is None:
-                self._open = PackBuilder()
+                self._open = PackBuilder(self._spare.pop() if self._spare else
+                                         bytearray(self.target + len(blob) + (1 << 20)))
                 self._open_number = len(self._packs)
                 self._packs.append(None)
                 self._buffers[self._open_number] = self._open
@@ -192,7 +194,7 @@ class PackedChunks:
             # index that makes them findable is written after it.
             index_id, index = encode_index([(pack_id, entries)])
             self.store.put(layout.index(index_id), index)
-            del data
+            data.release()
         except BaseException as exc:  # recorded: the next put or sync raises it
             with self._idle:
                 self._in_flight -= 1
@@ -204,6 +206,8 @@ class PackedChunks:
             self._packs[number] = pack_id
             self._numbers[pack_id] = number
             self._buffers.pop(number, None)
+            if len(self._spare) < MAX_IN_FLIGHT + 1 and len(builder.buffer) <= 2 * self.target:
+                self._spare.append(builder.buffer)
             self._loaded.add(layout.index(index_id))
             self._in_flight -= 1
             self._idle.notify_all()
