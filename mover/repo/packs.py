@@ -1,11 +1,12 @@
 """The chunks of a repository, appended into packs: ``has``, ``put``, ``sync``, ``get``.
 
-``put`` encodes a block (``ChunkCodec``) and appends it to the *open* pack in memory; when
-the open pack reaches ``target`` bytes it is sealed and handed to one writer thread, which
-writes first the pack object, then a pack index object naming its chunks, each durable when
-``put`` of the store returns. ``sync`` seals the open pack (however small) and waits
-for every pack in flight, so when it returns every chunk ``put`` before it is durable *and
-indexed*: only then may a journal, a disk index or a backup record name those chunks.
+``put`` encodes a block (``ChunkCodec``) and appends it to the *open* pack in memory (a
+reused buffer); when the open pack reaches ``target`` bytes it is sealed and written by the
+thread whose ``put`` filled it: first the pack object, then a pack index object naming its
+chunks, each durable when ``put`` of the store returns. ``sync`` seals the open pack
+(however small) and waits for every pack in flight, so when it returns every chunk ``put``
+before it is durable *and indexed*: only then may a journal, a disk index or a backup
+record name those chunks.
 
 ``has`` is answered from the chunk table (``ChunkTable``, 44 bytes per chunk), which holds
 the repository's pack indexes (loaded at open, and again by ``refresh``) and this process's
@@ -19,7 +20,6 @@ same error, because chunks of the lost pack are in the table but not in the repo
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from mover.errors import IntegrityError, ObjectMissing, RepositoryError
 from mover.repo import layout
@@ -30,9 +30,8 @@ from mover.repo.store import Store
 
 PACK_TARGET = 16 * 1024 * 1024
 """Bytes of encoded chunks per pack before it is sealed (docs/performance.md: why 16 MiB)."""
-MAX_IN_FLIGHT = 1
-"""Sealed packs waiting for the writer thread besides the one it writes: with the open one,
-at most three packs (48 MiB) are in memory, as when the workers wrote them themselves."""
+SPARE_BUFFERS = 2
+"""Buffers of written packs kept for the next ones (besides the open pack's)."""
 
 
 class PackedChunks:
@@ -52,7 +51,6 @@ class PackedChunks:
         self._open: PackBuilder | None = None
         self._open_number = -1
         self._in_flight = 0
-        self._writer: ThreadPoolExecutor | None = None
         self._spare: list[bytearray] = []           # buffers of written packs, for reuse
         self._broken: RepositoryError | None = None
         self.damaged: list[str] = []                # index objects that failed to parse
@@ -142,7 +140,7 @@ class PackedChunks:
             if len(self._open) >= self.target:
                 full = self._take_open()
         if full is not None:
-            self._submit(*full)
+            self._write(*full)
         return len(blob)
 
     def sync(self) -> None:
@@ -152,7 +150,7 @@ class PackedChunks:
             self._check()
             full = self._take_open() if self._open is not None else None
         if full is not None:
-            self._submit(*full)
+            self._write(*full)
         self.drain()
         with self._lock:
             self._check()
@@ -164,18 +162,6 @@ class PackedChunks:
         with self._idle:
             while self._in_flight:
                 self._idle.wait()
-
-    def _submit(self, number: int, builder: PackBuilder) -> None:
-        """Hand a full pack to the writer thread. The worker that filled it goes back to
-        compressing instead of waiting for the pack's write and fsyncs (measured: a worker
-        blocked on them left a core idle, docs/performance.md); at most ``MAX_IN_FLIGHT``
-        packs wait or are written at once, which bounds memory."""
-        with self._idle:
-            while self._in_flight > MAX_IN_FLIGHT and self._broken is None:
-                self._idle.wait()
-            if self._writer is None:
-                self._writer = ThreadPoolExecutor(1, thread_name_prefix="mover-pack")
-        self._writer.submit(self._write, number, builder)
 
     def _take_open(self) -> tuple[int, PackBuilder]:
         """Under the lock: the open pack, now in flight."""
@@ -195,18 +181,18 @@ class PackedChunks:
             index_id, index = encode_index([(pack_id, entries)])
             self.store.put(layout.index(index_id), index)
             data.release()
-        except BaseException as exc:  # recorded: the next put or sync raises it
+        except BaseException as exc:
             with self._idle:
                 self._in_flight -= 1
                 self._broken = exc if isinstance(exc, RepositoryError) else RepositoryError(
                     f"writing a pack to {self.store.describe()} failed: {exc!r}")
                 self._idle.notify_all()
-            return
+            raise
         with self._idle:
             self._packs[number] = pack_id
             self._numbers[pack_id] = number
             self._buffers.pop(number, None)
-            if len(self._spare) < MAX_IN_FLIGHT + 1 and len(builder.buffer) <= 2 * self.target:
+            if len(self._spare) < SPARE_BUFFERS:
                 self._spare.append(builder.buffer)
             self._loaded.add(layout.index(index_id))
             self._in_flight -= 1

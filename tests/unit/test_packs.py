@@ -133,20 +133,19 @@ def test_a_chunk_reads_while_its_pack_is_being_written() -> None:
     assert seen == [block] and chunks.read_block(digest) == block
 
 
-def test_packs_are_written_by_one_writer_thread_and_drained_before_locks_go() -> None:
-    """The worker that fills a pack does not write it; a pending backup's end waits for
-    every pack in flight before its locks are released."""
+def test_a_pending_backup_waits_for_pack_writes_in_flight_before_its_locks_go() -> None:
+    """A pack another thread is writing when the backup ends (a cancelled copy's worker)
+    lands before the locks are released: a gc waiting for them must not see it late."""
     import threading
 
     from mover.repo import MemoryLocks, Repository
     store, codec = MemoryStore(), ChunkCodec(3)
-    writers: set[str] = set()
-    release = threading.Event()
+    writing, release = threading.Event(), threading.Event()
     put = store.put
 
     def slow_put(name: str, data: object, *, replace: bool = False) -> bool:
         if name.startswith(layout.PACKS):
-            writers.add(threading.current_thread().name)
+            writing.set()
             release.wait(5)
         return put(name, data, replace=replace)  # type: ignore[arg-type]
 
@@ -154,18 +153,31 @@ def test_packs_are_written_by_one_writer_thread_and_drained_before_locks_go() ->
     locks = MemoryLocks()
     repo = Repository.on(store, locks, pack_target=4096)
     pending = repo.begin("vm", "20261201T000000Z-aaaaaa")
-    for block in [os.urandom(5000) for _ in range(3)]:    # incompressible: each fills a pack
-        repo.chunks.put(codec.digest(block), block)
-    assert threading.current_thread().name not in writers
+    block = os.urandom(5000)                                # incompressible: fills a pack
+    worker = threading.Thread(target=repo.chunks.put, args=(codec.digest(block), block))
+    worker.start()
+    assert writing.wait(5)
     ended = threading.Thread(target=pending.abort)
     ended.start()
     ended.join(0.3)
-    assert ended.is_alive()                                 # waits for the writes
+    assert ended.is_alive()                                 # waits for the write
     assert locks.acquire("repository", wait=False) is None  # still holding the lock
     release.set()
+    worker.join(5)
     ended.join(5)
-    assert not ended.is_alive() and writers == {"mover-pack_0"}
-    assert len(list(store.list(layout.INDEX))) == 3
+    assert not ended.is_alive() and len(list(store.list(layout.INDEX))) == 1
+
+
+def test_pack_buffers_are_reused() -> None:
+    store, codec = MemoryStore(), ChunkCodec(3)
+    chunks = PackedChunks(store, codec, target=8192)
+    data = [os.urandom(5000) for _ in range(6)]
+    for block in data:
+        chunks.put(codec.digest(block), block)
+    chunks.sync()
+    assert 1 <= len(chunks._spare) <= 2
+    again = PackedChunks(store, codec)
+    assert all(again.read_block(codec.digest(b)) == b for b in data)
 
 
 def test_a_failed_pack_write_breaks_the_store_for_this_process() -> None:
