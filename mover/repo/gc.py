@@ -45,7 +45,7 @@ from mover.repo.packfile import (
     parse_entries,
     parse_tail,
 )
-from mover.repo.packs import PACK_TARGET, PackedChunks
+from mover.repo.packs import PACK_TARGET, PackedChunks, write_pack
 from mover.repo.store import Store
 
 if TYPE_CHECKING:
@@ -238,13 +238,9 @@ def _collect(repo: Repository, dry_run: bool, threshold: float, target: int) -> 
 
 def _write(store: Store, builder: PackBuilder, written: set[str]) -> int:
     """Write a pack, then its index; record both names; return the bytes written."""
-    entries = list(builder.entries)
-    pack_id, data = builder.seal()
-    store.put(layout.pack(pack_id), data)
-    index_id, index = encode_index([(pack_id, entries)])
-    store.put(layout.index(index_id), index)
+    pack_id, index_id, size = write_pack(store, builder)
     written.update((layout.pack(pack_id), layout.index(index_id)))
-    return len(data) + len(index)
+    return size
 
 
 def repair_index(repo: Repository) -> list[str]:

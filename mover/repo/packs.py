@@ -34,6 +34,19 @@ SPARE_BUFFERS = 2
 """Buffers of written packs kept for the next ones (besides the open pack's)."""
 
 
+def write_pack(store: Store, builder: PackBuilder) -> tuple[bytes, bytes, int]:
+    """Seal ``builder`` and write the pack, then its index (the durability order: only then
+    may anything name its chunks). Returns (pack id, index id, bytes written)."""
+    entries = list(builder.entries)
+    pack_id, data = builder.seal()
+    store.put(layout.pack(pack_id), data)
+    index_id, index = encode_index([(pack_id, entries)])
+    store.put(layout.index(index_id), index)
+    size = len(data) + len(index)
+    data.release()
+    return pack_id, index_id, size
+
+
 class PackedChunks:
     """Thread-safe. ``target``: pack size at which a pack is sealed and written."""
 
@@ -173,14 +186,7 @@ class PackedChunks:
 
     def _write(self, number: int, builder: PackBuilder) -> None:
         try:
-            entries = list(builder.entries)
-            pack_id, data = builder.seal()
-            self.store.put(layout.pack(pack_id), data)
-            # Only now may anything name these chunks durably: the pack exists, and the
-            # index that makes them findable is written after it.
-            index_id, index = encode_index([(pack_id, entries)])
-            self.store.put(layout.index(index_id), index)
-            data.release()
+            pack_id, index_id, _ = write_pack(self.store, builder)
         except BaseException as exc:
             with self._idle:
                 self._in_flight -= 1
