@@ -17,7 +17,6 @@ from mover.aio import finish, first_error
 from mover.errors import RepositoryError, UnsupportedVMError
 from mover.extents import total
 from mover.jobs import canary, orphans
-from mover.jobs.blocks import RepositoryBlocks
 from mover.jobs.control import ControlPlane
 from mover.jobs.dataplane import DataPlane
 from mover.jobs.keepalive import SessionCookie
@@ -197,7 +196,7 @@ class BackupRun:
         max_read = max(block_size, self.settings.pipeline.max_read // block_size * block_size)
         cookie = await SessionCookie.of(self.control, self.session)
         async with DataPlane(self.settings, self.repo.chunks, block_size, cookie,
-                             RepositoryBlocks(self.repo)) as plane:
+                             self.repo.chunks) as plane:
             files = {d.key: await self._data_file(plane, d) for d in disks}
             planner = Planner(self.repo, self.control, self.session, self.vm.ref, snap.ref,
                               self.settings.full, max_read, self.reporter.note, self.resuming,

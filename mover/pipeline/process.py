@@ -35,8 +35,9 @@ class ChunkSink(Protocol):
 class BlockSource(Protocol):
     """Where the bytes of a block's base come from (the parent backup's chunks), for a block
     fetched only where it changed. Contract: thread-safe; ``read_block`` returns the decoded
-    bytes of the block with ``digest``, verified against it, or raises IntegrityError when
-    the chunk is missing or damaged (the caller then reads the whole block instead)."""
+    bytes of the block with ``digest``, verified against it, or raises RepositoryError
+    (IntegrityError when the chunk is missing or damaged): the caller then reads the whole
+    block instead."""
 
     def read_block(self, digest: bytes) -> bytes: ...
 
