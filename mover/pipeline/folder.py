@@ -124,13 +124,8 @@ class FolderTransport:
             what = ("connecting timed out" if isinstance(exc, aiohttp.ClientError) else
                     f"no complete reply within {self._read_timeout} s (read timeout)")
             raise _failure(where, what, True) from exc
-        except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
-            raise _failure(where, f"TLS: {exc}", False) from exc
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
-                ConnectionError) as exc:
-            raise _failure(where, f"{type(exc).__name__}: {exc}", True) from exc
-        except aiohttp.ClientError as exc:
-            raise _failure(where, f"{type(exc).__name__}: {exc}", False) from exc
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            raise _client_failure(where, exc) from exc
         if filled != len(buf):
             raise _failure(where, f"short body, {filled} of {len(buf)} bytes", True)
         return None
@@ -146,6 +141,17 @@ def _transient_status(status: int) -> bool:
 
 def _failure(where: str, cause: str, transient: bool) -> TransportError:
     return TransportError(f"reading {where}: {cause}", transient=transient, cause=cause)
+
+
+def _client_failure(where: str, exc: aiohttp.ClientError | ConnectionError) -> TransportError:
+    """An HTTP client or socket error, classified: a TLS failure will not pass (checked
+    first: aiohttp's TLS errors are connection errors too), a broken connection or body may,
+    any other client error will not."""
+    if isinstance(exc, (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch)):
+        return _failure(where, f"TLS: {exc}", False)
+    transient = isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
+                                 ConnectionError))
+    return _failure(where, f"{type(exc).__name__}: {exc}", transient)
 
 
 def _check_content_range(header: str, start: int, end: int, size: int, where: str) -> None:
@@ -191,13 +197,8 @@ async def read_small(http: aiohttp.ClientSession, url: URL, cookie: CookieSource
                         body += piece
         except TimeoutError as exc:
             raise _failure(where, f"no complete reply within {timeout} s", True) from exc
-        except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
-            raise _failure(where, f"TLS: {exc}", False) from exc
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
-                ConnectionError) as exc:
-            raise _failure(where, f"{type(exc).__name__}: {exc}", True) from exc
-        except aiohttp.ClientError as exc:
-            raise _failure(where, f"{type(exc).__name__}: {exc}", False) from exc
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            raise _client_failure(where, exc) from exc
         if len(body) > limit:
             raise _failure(where, f"longer than {limit} bytes: not a text descriptor", False)
         return bytes(body)
