@@ -16,7 +16,13 @@ OSError) are mapped to these at the adapter that meets them, with ``raise ... fr
     ├── RepositoryError             exit 9   repository damaged, wrong format, I/O failure
     │   ├── ObjectMissing           exit 9   the store has no object of that name
     │   └── IntegrityError          exit 10  a chunk or index does not match its digest
+    ├── CbtSuspect                  exit 11  committed, but the canary caught CBT losing
+    │                                        changes (the disk was read whole; reset CBT)
+    ├── PartialJob                  exit 12  a job (``mover run``) committed some VMs, not all
     └── Interrupted                 exit 130 stopped by SIGINT/SIGTERM after cleaning up
+
+CbtSuspect and PartialJob are statuses of a run that did commit; they are classes so that
+every exit status has one home, and are raised only where a caller needs to stop.
 """
 
 from __future__ import annotations
@@ -89,6 +95,14 @@ class ObjectMissing(RepositoryError):
 
 class IntegrityError(RepositoryError):
     exit_code = 10
+
+
+class CbtSuspect(MoverError):
+    exit_code = 11
+
+
+class PartialJob(MoverError):
+    exit_code = 12
 
 
 class Interrupted(MoverError):

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from mover.errors import CbtSuspect, VSphereError
+
 
 class Reporter(Protocol):
     def note(self, message: str) -> None: ...
@@ -74,8 +76,8 @@ class BackupResult:
         snapshot was left behind (committed; the next run removes it)."""
         if any(disk.cbt_suspect for disk in self.disks):
             return CBT_SUSPECT
-        return 6 if self.snapshot.get("removed") is False else 0
+        return VSphereError.exit_code if self.snapshot.get("removed") is False else 0
 
 
-CBT_SUSPECT = 11
+CBT_SUSPECT = CbtSuspect.exit_code
 """Exit status of a committed backup whose canary caught CBT losing changes."""

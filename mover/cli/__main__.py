@@ -1,0 +1,7 @@
+"""``python -m mover.cli``: the same as the ``mover`` command."""
+
+import sys
+
+from mover.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,44 @@
+"""``mover gc``: remove data no backup needs; waits for running backups."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mover.cli.runner import Commands
+from mover.errors import UsageError
+from mover.jobs import maintenance
+from mover.progress import human_bytes
+
+
+def declare(sub: Commands,
+            common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    g = sub.add_parser("gc", parents=[common],
+                       help="remove data no backup needs; waits for running backups")
+    g.add_argument("--repo", required=True, type=Path)
+    g.add_argument("--dry-run", action="store_true", help="count what would be freed")
+    g.add_argument("--repack-threshold", type=float, default=0.5, metavar="FRACTION",
+                   help="rewrite packs with more than this fraction of garbage (default 0.5)")
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(run=run)
+    return g
+
+
+def run(args: argparse.Namespace) -> int:
+    threshold: float = args.repack_threshold
+    if not 0.0 <= threshold <= 1.0:
+        raise UsageError("--repack-threshold must be between 0 and 1")
+    report = maintenance.gc(args.repo, args.dry_run, threshold,
+                            lambda m: print(f"mover: {m}", file=sys.stderr))
+    if args.json:
+        print(json.dumps({"status": "ok", **report.to_json()}, sort_keys=True))
+        return 0
+    verb = "would free" if args.dry_run else "freed"
+    print(f"gc: {report.live_chunks} chunks in use; {report.packs_deleted} of "
+          f"{report.packs_before} packs removed ({report.packs_repacked} repacked into "
+          f"{report.packs_written}, {report.orphan_packs} unindexed), "
+          f"{report.chunks_removed} chunks removed, {verb} {human_bytes(report.bytes_freed)}"
+          f" of {human_bytes(report.bytes_before)}")
+    return 0

@@ -1,0 +1,39 @@
+"""The parser of every command and the dispatch to the command's module."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+
+from mover import __version__
+from mover.cli import backup, forget, gc, job, listing, repair, restore, verify
+from mover.cli.runner import fail, setup_logging
+from mover.errors import MoverError
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="mover", description="Incremental CBT backups of "
+                                  "vSphere virtual disks into a content-addressed repository.")
+    top.add_argument("--version", action="version", version=f"mover {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more detail on stderr (-v: info, -vv: debug)")
+    sub = top.add_subparsers(dest="command", required=True)
+    commands = {"backup": backup.declare(sub, common), "restore": restore.declare(sub, common)}
+    listing.declare(sub, common)
+    job.declare(sub, common, commands)
+    verify.declare(sub, common)
+    forget.declare(sub, common)
+    gc.declare(sub, common)
+    repair.declare(sub, common)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    setup_logging(args.verbose)
+    command: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return command(args)
+    except MoverError as exc:
+        return fail(exc, args.json)
