@@ -72,6 +72,9 @@ func main() {
 	if lab.root == "" {
 		log.Fatalf("datastore %s not found", lab.dsName)
 	}
+	if err := lab.adoptInventory(); err != nil {
+		log.Fatal(err)
+	}
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/sdk", lab.serveSOAP)
