@@ -75,7 +75,8 @@ func (l *Lab) adopt(sv *simulator.VirtualMachine) (*labVM, error) {
 		if err := os.MkdirAll(filepath.Join(l.root, filepath.Dir(stem)), 0o755); err != nil {
 			return nil, err
 		}
-		d := &disk{key: vd.Key, stem: stem, capacity: capacity, kind: kind, uuid: uuid}
+		d := &disk{key: vd.Key, stem: stem, capacity: capacity, kind: kind, uuid: uuid,
+			ds: l.dsName, dsRef: l.dsRef, root: l.root}
 		base, err := openLayer(l.root, stem+".vmdk", stem+"-flat.vmdk", capacity, "")
 		if err != nil {
 			return nil, err

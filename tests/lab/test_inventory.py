@@ -81,3 +81,39 @@ def test_inventory_vm_has_esxi_cbt_and_snapshot_semantics(lab: Lab, si: Any,
     assert task.info.state == "success" and task.info.entity == vm
     assert lab.snapshots(NAME) == []
     assert lab.read_live(NAME, key, 128 * 1024, 4096) == b"\xff" * 4096
+
+
+def test_nested_datacenter_and_dcpath_on_folder(lab: Lab, si: Any,
+                                                unique_name: Any) -> None:
+    name = unique_name("nested")
+    info = lab.create_vm(name, [{"capacity": MiB}, {"capacity": MiB, "datastore": "LocalDS_1"}],
+                         datacenter="DC 1+ü")
+    try:
+        vm = si.content.searchIndex.FindByUuid(None, info["uuid"], True, False)
+        dc = vm.parent.parent
+        assert isinstance(dc, vim.Datacenter) and dc.name == "DC 1+ü"
+        assert [dc.parent.name, dc.parent.parent.name] == ["Zürich 100%25", "Europe"]
+        home, other = (d["datastore"] for d in info["disks"])
+        assert (home, other) == ("Datastore 1+100%25 ü", "LocalDS_1")
+        cookie = session_cookie(si)
+        # vcsim names the first disk on each datastore <vm>/<vm>.vmdk
+        assert info["disks"][1]["file"] == f"[LocalDS_1] {name}/{name}.vmdk"
+        descriptor = f"{name}/{name}.vmdk"
+        assert folder_get(lab, descriptor, cookie, ds=other, dc="Europe/Zürich 100%25/DC 1+ü"
+                          ).status == 200
+        # dcPath names the datastore's datacenter, or the datastore is not found (vCenter)
+        assert folder_get(lab, descriptor, cookie, ds=other, dc="DC0").status == 404
+        assert folder_get(lab, descriptor, cookie, ds=other, dc="DC 1+ü").status == 404
+    finally:
+        lab.delete_vm(name)
+
+
+def test_a_vm_in_a_vapp_has_no_parent(lab: Lab, si: Any, unique_name: Any) -> None:
+    name = unique_name("vapp")
+    info = lab.create_vm(name, [{"capacity": MiB}], vapp=True)
+    try:
+        vm = si.content.searchIndex.FindByUuid(None, info["uuid"], True, False)
+        assert vm.parent is None
+        assert isinstance(vm.parentVApp, vim.VirtualApp) and vm.parentVApp.name == "vApp 1"
+    finally:
+        lab.delete_vm(name)
