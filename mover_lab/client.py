@@ -110,10 +110,13 @@ class Lab:
     # -- VMs and disks ---------------------------------------------------------------------
 
     def create_vm(
-        self, name: str, disks: list[dict[str, Any]], power_on: bool = True, cbt: bool = False
+        self, name: str, disks: list[dict[str, Any]], power_on: bool = True, cbt: bool = False,
+        **placement: Any,
     ) -> dict[str, Any]:
-        """Create a vcsim VM in DC0; disks are {"capacity": bytes, "type": "thin"|...}."""
-        spec = {"name": name, "disks": disks, "powerOn": power_on, "cbt": cbt}
+        """Create a vcsim VM in DC0; disks are {"capacity": bytes, "type": "thin"|...,
+        "datastore": name}. ``placement``: datacenter="DC 1+ü" (the nested one),
+        datastore=<home datastore>, vapp=True (in DC0's vApp); see docs/lab.md."""
+        spec = {"name": name, "disks": disks, "powerOn": power_on, "cbt": cbt, **placement}
         return cast(dict[str, Any], self._json("POST", "/vms", spec))
 
     def delete_vm(self, name: str) -> None:

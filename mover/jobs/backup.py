@@ -187,7 +187,8 @@ class BackupRun:
 
     async def _copy(self, snap: BackupSnapshot, pending: PendingBackup) -> list[DiskRecord]:
         """Plan every disk of the snapshot, checkpoint, and copy them."""
-        devices = await self.control.run(snapshot_disks, self.session, snap.ref)
+        devices = await self.control.run(snapshot_disks, self.session, snap.ref,
+                                         self.vm.datastores)
         disks = [d for d in devices if self._usable(d)]
         parent = await asyncio.to_thread(self.repo.latest, self.vm.instance_uuid)
         self.result.parent = parent.id if parent else None

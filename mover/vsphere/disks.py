@@ -10,6 +10,8 @@ from mover.vsphere.session import Session
 from mover.vsphere.vmomi import vim
 
 _DATASTORE_PATH = re.compile(r"^\[(?P<ds>[^\]]+)\]\s*(?P<path>.+)$")
+#: "[ds] path" where the datastore's name may itself hold "]": up to the first "] "
+_DATASTORE_PATH_SPACED = re.compile(r"^\[(?P<ds>.+?)\] (?P<path>.+)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,27 +27,39 @@ class DiskInfo:
     is_delta: bool          # backing has a parent: a snapshot delta, not a flat base disk
     independent: bool       # independent disks are not in snapshots: they cannot be backed up
     encrypted: bool = False  # backing.keyId: the files hold ciphertext
+    #: the names of the VM's datastores: a name holding "]" splits ``file`` right only
+    #: when known (``split_datastore_path``)
+    datastores: tuple[str, ...] = ()
 
     @property
     def datastore(self) -> str:
-        return split_datastore_path(self.file)[0]
+        """The datastore's name as the API spells it (``dsName`` on ``/folder``)."""
+        return split_datastore_path(self.file, self.datastores)[0]
 
     @property
     def descriptor_path(self) -> str:
         """The disk's descriptor file, relative to the datastore: ``folder/name.vmdk``.
         Which file holds the data is written in it (``mover.vmdk``), never guessed."""
-        return split_datastore_path(self.file)[1]
+        return split_datastore_path(self.file, self.datastores)[1]
 
 
-def split_datastore_path(file: str) -> tuple[str, str]:
-    match = _DATASTORE_PATH.match(file)
+def split_datastore_path(file: str, known: tuple[str, ...] | list[str] = ()) -> tuple[str, str]:
+    """``"[ds] folder/x.vmdk"`` -> ``("ds", "folder/x.vmdk")``. A datastore name may hold
+    ``]`` and the path ``] `` (both are legal names), so the longest of the ``known``
+    datastore names that fits wins; without one, the split is at the first ``] ``."""
+    for name in sorted(known, key=len, reverse=True):
+        prefix = f"[{name}]"
+        if file.startswith(prefix) and file[len(prefix):].strip():
+            return name, file[len(prefix):].strip()
+    match = _DATASTORE_PATH_SPACED.match(file) or _DATASTORE_PATH.match(file)
     if match is None:
         raise ValueError(f"not a datastore path: {file!r}")
     return match["ds"], match["path"].strip()
 
 
-def disks_of(devices: list[Any]) -> list[DiskInfo]:
-    """Every ``VirtualDisk`` among ``devices`` (a VM's or a snapshot's hardware)."""
+def disks_of(devices: list[Any], datastores: tuple[str, ...] = ()) -> list[DiskInfo]:
+    """Every ``VirtualDisk`` among ``devices`` (a VM's or a snapshot's hardware);
+    ``datastores``: the VM's datastore names (``DiskInfo.datastores``)."""
     disks = []
     for dev in devices:
         if not isinstance(dev, vim.vm.device.VirtualDisk):
@@ -65,10 +79,13 @@ def disks_of(devices: list[Any]) -> list[DiskInfo]:
             is_delta=getattr(backing, "parent", None) is not None,
             independent=mode.startswith("independent"),
             encrypted=getattr(backing, "keyId", None) is not None,
+            datastores=datastores,
         ))
     return sorted(disks, key=lambda d: d.key)
 
 
-def snapshot_disks(session: Session, snapshot: Any) -> list[DiskInfo]:
-    """The disks of a snapshot (``SnapshotRef.ref``), as it froze them."""
-    return disks_of(session.call(lambda: snapshot.config.hardware.device))
+def snapshot_disks(session: Session, snapshot: Any,
+                   datastores: tuple[str, ...] = ()) -> list[DiskInfo]:
+    """The disks of a snapshot (``SnapshotRef.ref``), as it froze them; ``datastores``:
+    the VM's datastore names (``VMFacts.datastores``)."""
+    return disks_of(session.call(lambda: snapshot.config.hardware.device), datastores)

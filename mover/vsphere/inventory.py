@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mover.errors import NotFoundError, UnsupportedVMError, UsageError
+from mover.vsphere import names
 from mover.vsphere.disks import DiskInfo, disks_of
+from mover.vsphere.names import unescape
 from mover.vsphere.session import Session
 from mover.vsphere.vmomi import vim, vmodl
 
@@ -21,12 +23,13 @@ class VMFacts:
     ``mover.vsphere`` functions only."""
 
     ref: Any
-    name: str
+    name: str                   # as the user knows it (unescaped: ``mover.vsphere.names``)
     moref: str
     instance_uuid: str
-    datacenter: str
+    datacenter: str             # inventory path of the datastores' datacenter (``dcPath``)
     encrypted: bool             # config.keyId: the VM's home and disks are encrypted
     disks: tuple[DiskInfo, ...]  # of the running VM (the snapshot's are read later)
+    datastores: tuple[str, ...] = ()  # names of the VM's datastores, as the API spells them
 
 
 def facts(session: Session, spec: str) -> VMFacts:
@@ -34,13 +37,19 @@ def facts(session: Session, spec: str) -> VMFacts:
     ref = find_vm(session, spec)
     # one round trip for what we need (reading ref.config would fetch and decode all of it)
     props = properties(session, ref, ["name", "config.instanceUuid", "config.keyId",
-                                      "config.hardware.device", "parent"])
+                                      "config.hardware.device", "parent", "parentVApp",
+                                      "datastore"])
     if props["config.instanceUuid"] is None:
         raise UnsupportedVMError(f"VM {spec!r} has no configuration (is it being created?)")
-    return VMFacts(ref, props["name"], ref._moId, props["config.instanceUuid"],
-                   session.call(lambda: datacenter_path(session, ref, props["parent"])),
+    stores = list(props["datastore"] or [])
+    store_names = tuple(session.call(lambda: [ds.name for ds in stores]))
+    # /folder wants the datacenter of the datastore (dcPath), and that is where a VM's
+    # datastores are; the VM's own parent is no guide: a VM in a vApp has none
+    start = stores[0] if stores else props["parent"] or props["parentVApp"]
+    return VMFacts(ref, unescape(props["name"]), ref._moId, props["config.instanceUuid"],
+                   session.call(lambda: datacenter_path(session, ref, start)),
                    props["config.keyId"] is not None,
-                   tuple(disks_of(props["config.hardware.device"] or [])))
+                   tuple(disks_of(props["config.hardware.device"] or [], store_names)), store_names)
 
 
 def find_vm(session: Session, spec: str) -> Any:
@@ -66,7 +75,7 @@ def _find(session: Session, spec: str) -> Any:
         vm = content.searchIndex.FindByInventoryPath(spec)
         if isinstance(vm, vim.VirtualMachine):
             return vm
-    matches = [vm for vm, name in _all_vm_names(content) if name == spec]
+    matches = [vm for vm, name in _all_vm_names(content) if names.matches(name, spec)]
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
@@ -116,7 +125,9 @@ def exists(session: Session, vm: Any) -> bool:
 
 def datacenter_path(session: Session, vm: Any, parent: Any = None) -> str:
     """The datacenter's inventory path as ``/folder``'s ``dcPath`` wants it (``DC0`` or
-    ``Folder/DC0`` for a datacenter inside folders). ``parent``: the VM's, if known."""
+    ``Folder/DC0`` for a datacenter inside folders), names spelled as the API returns them.
+    ``parent``: where to start looking up (one of the VM's datastores, or its parent);
+    the VM's parent when not given."""
     root = session.content.rootFolder
     node = parent if parent is not None else vm.parent
     while node is not None and not isinstance(node, vim.Datacenter):

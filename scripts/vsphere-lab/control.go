@@ -203,7 +203,7 @@ func (l *Lab) serveDisk(w http.ResponseWriter, r *http.Request, vm *labVM, d *di
 			httpErr(w, 400, fmt.Errorf("capacity can only grow, in multiples of 512"))
 			return
 		}
-		if err := d.grow(l.root, req.Capacity); err != nil {
+		if err := d.grow(d.root, req.Capacity); err != nil {
 			httpErr(w, 500, err)
 			return
 		}
@@ -278,7 +278,7 @@ func (l *Lab) snapshotsJSON(vm *labVM) []map[string]interface{} {
 			}
 			disks = append(disks, map[string]interface{}{
 				"key":      d.key,
-				"file":     fmt.Sprintf("[%s] %s", l.dsName, d.chain[idx].desc),
+				"file":     d.path(d.chain[idx].desc),
 				"changeId": nullable(s.changeIDs[d.key]),
 				"parent":   idx > 0,
 			})
@@ -320,4 +320,3 @@ func writeJSON(w http.ResponseWriter, status int, v interface{}) {
 func httpErr(w http.ResponseWriter, status int, err error) {
 	writeJSON(w, status, map[string]string{"error": err.Error()})
 }
-

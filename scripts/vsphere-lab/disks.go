@@ -41,7 +41,15 @@ type disk struct {
 	// lab keeps serving the data file, so clients can be tested on what they refuse.
 	extent string
 	keyID  *types.CryptoKeyId // set: the disk is encrypted (backing.keyId)
+	// ds is the datastore holding the disk's files (not always the VM's home datastore),
+	// root its directory.
+	ds    string
+	dsRef types.ManagedObjectReference
+	root  string
 }
+
+// path is a layer file's datastore path as vSphere prints it: "[ds] vm/vm.vmdk".
+func (d *disk) path(rel string) string { return fmt.Sprintf("[%s] %s", d.ds, rel) }
 
 const zeroBufSize = 1 << 20
 

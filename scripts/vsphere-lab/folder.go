@@ -28,11 +28,16 @@ func (l *Lab) serveFolder(w http.ResponseWriter, r *http.Request) {
 	if ds == "" {
 		ds = l.dsName
 	}
-	dir, ok := l.datastoreDirs()[ds]
-	if !ok || strings.HasPrefix(rel, "..") || rel == "." {
+	info, ok := l.datastores[ds]
+	// vCenter finds the datastore in the datacenter dcPath names (its inventory path, as
+	// the API spells the names); a wrong one is 404. ESXi ignores it: an absent dcPath is
+	// accepted, so a client of a single host works.
+	dc := r.URL.Query().Get("dcPath")
+	if !ok || (dc != "" && dc != info.dc) || strings.HasPrefix(rel, "..") || rel == "." {
 		http.NotFound(w, r)
 		return
 	}
+	dir := info.dir
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		// Uploads: vcsim's handler writes the file.
 		l.svc.ServeDatastore(w, r)
@@ -82,9 +87,6 @@ func (l *Lab) folderAuth(r *http.Request) bool {
 	}
 	return l.sessionValid(c.Value)
 }
-
-// datastoreDirs maps datastore names to their directories (fixed after start-up).
-func (l *Lab) datastoreDirs() map[string]string { return l.dsDirs }
 
 var errReset = errors.New("injected connection reset")
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log"
 	"path/filepath"
 	"sort"
@@ -50,7 +49,8 @@ type Lab struct {
 	vms   map[string]*labVM // by name
 	byRef map[string]*labVM // by moref value
 
-	dsDirs map[string]string
+	datastores map[string]dsInfo  // by name: directory, datacenter (topology.go)
+	dcs        map[string]*dcInfo // where createVM puts VMs, by spec.Datacenter
 
 	faults   faultSet
 	counters counters
@@ -67,6 +67,8 @@ type labVM struct {
 	power      types.VirtualMachinePowerState
 	snaps      []*snapRec // existing snapshots, oldest first
 	history    []*snapRec // every snapshot ever created
+	// vappFolder is vcsim's parent of a VM in a vApp, hidden from clients (vms.go)
+	vappFolder *types.ManagedObjectReference
 }
 
 type snapRec struct {
@@ -187,7 +189,7 @@ func (l *Lab) reconcile(vm *labVM) {
 			if idx < 0 {
 				continue
 			}
-			merged, err := d.consolidate(l.root, idx)
+			merged, err := d.consolidate(d.root, idx)
 			if err != nil {
 				logf("consolidate %s: %v", d.stem, err)
 				continue
@@ -205,7 +207,7 @@ func (l *Lab) reconcile(vm *labVM) {
 		s := &snapRec{ref: t.Snapshot, name: t.Name, desc: t.Description, created: t.CreateTime,
 			frozen: map[int32]*layer{}, changeIDs: map[int32]string{}, digests: map[int32]*string{}}
 		for _, d := range vm.disks {
-			frozen, err := d.freeze(l.root)
+			frozen, err := d.freeze(d.root)
 			if err != nil {
 				logf("freeze %s: %v", d.stem, err)
 				continue
@@ -246,10 +248,10 @@ func copyDevices(devs []types.BaseVirtualDevice) []types.BaseVirtualDevice {
 // backing builds the backing ESXi shows for the view whose top is chain[idx]: the file of
 // that layer, its parent chain, the disk UUID and (for the top only) the change ID.
 func (l *Lab) backing(d *disk, idx int, changeID string) *types.VirtualDiskFlatVer2BackingInfo {
-	ds := l.dsRef
+	ds := d.dsRef
 	b := &types.VirtualDiskFlatVer2BackingInfo{
 		VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{
-			FileName:  fmt.Sprintf("[%s] %s", l.dsName, d.chain[idx].desc),
+			FileName:  d.path(d.chain[idx].desc),
 			Datastore: &ds,
 		},
 		DiskMode:        string(types.VirtualDiskModePersistent),
@@ -307,7 +309,7 @@ func (l *Lab) applyBackings(vm *labVM, sv *simulator.VirtualMachine) {
 // forget drops a destroyed VM's state and files.
 func (l *Lab) forget(vm *labVM) {
 	for _, d := range vm.disks {
-		d.remove(l.root)
+		d.remove(d.root)
 	}
 	delete(l.vms, vm.name)
 	delete(l.byRef, vm.ref.Value)

@@ -60,10 +60,9 @@ func main() {
 	}
 	lab := &Lab{svc: svc, client: client, user: *user, password: *password,
 		dc: "DC0", dsName: "LocalDS_0", cfg: defaultConfig(),
-		vms: map[string]*labVM{}, byRef: map[string]*labVM{}, dsDirs: map[string]string{}}
+		vms: map[string]*labVM{}, byRef: map[string]*labVM{}}
 	for _, e := range simulator.Map.All("Datastore") {
 		ds := e.(*simulator.Datastore)
-		lab.dsDirs[ds.Name] = ds.Info.GetDatastoreInfo().Url
 		if ds.Name == lab.dsName {
 			lab.dsRef = ds.Self
 			lab.root = ds.Info.GetDatastoreInfo().Url
@@ -71,6 +70,13 @@ func main() {
 	}
 	if lab.root == "" {
 		log.Fatalf("datastore %s not found", lab.dsName)
+	}
+	if err := lab.buildTopology(dsRoot); err != nil {
+		log.Fatal(err)
+	}
+	lab.indexDatastores()
+	if err := lab.adoptInventory(); err != nil {
+		log.Fatal(err)
 	}
 
 	mux := http.NewServeMux()

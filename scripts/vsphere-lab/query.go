@@ -53,7 +53,7 @@ func (l *Lab) changedAreas(req *qcdaRequest) (*types.DiskChangeInfo, types.BaseM
 		return nil, invalidArg("deviceKey"), "A specified parameter was not correct: deviceKey"
 	}
 	if !d.cbt.active {
-		f := fmt.Sprintf("[%s] %s", l.dsName, d.top().desc)
+		f := d.path(d.top().desc)
 		return nil, &types.FileFault{File: f},
 			fmt.Sprintf("Error caused by file %s: change tracking is not active on this disk", f)
 	}
@@ -67,7 +67,7 @@ func (l *Lab) changedAreas(req *qcdaRequest) (*types.DiskChangeInfo, types.BaseM
 	if req.StartOffset < 0 || req.StartOffset >= d.capacity {
 		return nil, invalidArg("startOffset"), "A specified parameter was not correct: startOffset"
 	}
-	diskFile := fmt.Sprintf("[%s] %s", l.dsName, d.chain[idx].desc)
+	diskFile := d.path(d.chain[idx].desc)
 	fileFault := func(why string) (*types.DiskChangeInfo, types.BaseMethodFault, string) {
 		return nil, &types.FileFault{File: diskFile}, fmt.Sprintf("Error caused by file %s: %s", diskFile, why)
 	}

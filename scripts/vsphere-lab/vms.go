@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"path"
+	"path/filepath"
 	"strings"
 
 	"github.com/vmware/govmomi/find"
@@ -21,6 +23,9 @@ type diskSpec struct {
 	Extent string `json:"extent"`
 	// Encrypted sets backing.keyId (and the VM's config.keyId), as VM encryption does.
 	Encrypted bool `json:"encrypted"`
+	// Datastore holds this disk's files ("": the VM's home datastore), e.g. a disk on
+	// another datastore than the VM's configuration.
+	Datastore string `json:"datastore"`
 }
 
 type vmSpec struct {
@@ -30,13 +35,41 @@ type vmSpec struct {
 	CBT     bool       `json:"cbt"`
 	// Version is the virtual hardware version ("vmx-13" when empty); CBT needs vmx-7+.
 	Version string `json:"version"`
+	// Datacenter is "DC0" (default) or the nested "DC 1+ü" (topology.go); Datastore the VM's
+	// home datastore (default: the datacenter's); VApp puts the VM into DC0's vApp, where
+	// it has no parent folder, only parentVApp.
+	Datacenter string `json:"datacenter"`
+	Datastore  string `json:"datastore"`
+	VApp       bool   `json:"vapp"`
 }
 
 // createVM creates a real vcsim VM (through vcsim's own CreateVM_Task, in process) with a SCSI
 // controller and the requested disks, then takes over its disk files as layered disks.
 func (l *Lab) createVM(spec vmSpec) (*labVM, error) {
-	if spec.Name == "" || strings.ContainsAny(spec.Name, "/\\[] ") {
+	// Inventory names come escaped ("/" is %2f, "\\" %5c): a VM name never holds them raw.
+	// "[" would end the datastore path's datastore part early in vcsim's own parser.
+	if spec.Name == "" || strings.ContainsAny(spec.Name, "/\\[") {
 		return nil, fmt.Errorf("invalid VM name %q", spec.Name)
+	}
+	dcKey := spec.Datacenter
+	if dcKey == "" {
+		dcKey = defaultDCKey
+	}
+	if spec.VApp {
+		dcKey += "/" + vappName
+	}
+	place := l.dcs[dcKey]
+	if place == nil || (spec.VApp && place.vapp == nil) {
+		return nil, fmt.Errorf("no datacenter %q for a VM (vapp=%v)", spec.Datacenter, spec.VApp)
+	}
+	home := spec.Datastore
+	if home == "" {
+		home = place.defaultDS
+	}
+	for _, name := range append([]string{home}, diskDatastores(spec.Disks)...) {
+		if info, ok := l.datastores[name]; !ok || info.dc != place.path {
+			return nil, fmt.Errorf("datastore %q is not in datacenter %q", name, place.path)
+		}
 	}
 	if l.vms[spec.Name] != nil {
 		return nil, fmt.Errorf("VM %q exists", spec.Name)
@@ -59,19 +92,19 @@ func (l *Lab) createVM(spec vmSpec) (*labVM, error) {
 			return nil, fmt.Errorf("disk %d: flatName must be a file name ending in .vmdk", i)
 		}
 	}
-	finder := find.NewFinder(l.client, false)
-	dc, err := finder.Datacenter(bg, l.dc)
-	if err != nil {
-		return nil, err
-	}
-	finder.SetDatacenter(dc)
-	folders, err := dc.Folders(bg)
-	if err != nil {
-		return nil, err
-	}
-	pools, err := finder.ResourcePoolList(bg, "*")
-	if err != nil || len(pools) == 0 {
-		return nil, fmt.Errorf("no resource pool: %v", err)
+	pool := place.pool
+	if pool == nil {
+		finder := find.NewFinder(l.client, false)
+		dc, err := finder.Datacenter(bg, place.path)
+		if err != nil {
+			return nil, err
+		}
+		finder.SetDatacenter(dc)
+		pools, err := finder.ResourcePoolList(bg, "*")
+		if err != nil || len(pools) == 0 {
+			return nil, fmt.Errorf("no resource pool: %v", err)
+		}
+		pool = pools[0]
 	}
 
 	ctrl := &types.ParaVirtualSCSIController{VirtualSCSIController: types.VirtualSCSIController{
@@ -84,8 +117,12 @@ func (l *Lab) createVM(spec vmSpec) (*labVM, error) {
 	changes := []types.BaseVirtualDeviceConfigSpec{
 		&types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: ctrl},
 	}
-	ds := l.dsRef
 	for i, d := range spec.Disks {
+		dsName := d.Datastore
+		if dsName == "" {
+			dsName = home
+		}
+		ds := l.datastores[dsName].ref
 		unit := int32(i)
 		if unit >= 7 { // unit 7 is the SCSI controller itself
 			unit++
@@ -97,7 +134,7 @@ func (l *Lab) createVM(spec vmSpec) (*labVM, error) {
 				UnitNumber:    &unit,
 				Backing: &types.VirtualDiskFlatVer2BackingInfo{
 					VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{
-						FileName: fmt.Sprintf("[%s]", l.dsName), Datastore: &ds,
+						FileName: fmt.Sprintf("[%s]", dsName), Datastore: &ds,
 					},
 					DiskMode:        string(types.VirtualDiskModePersistent),
 					ThinProvisioned: types.NewBool(spec.Disks[i].Type == "thin"),
@@ -123,10 +160,16 @@ func (l *Lab) createVM(spec vmSpec) (*labVM, error) {
 		Version:      version,
 		NumCPUs:      1,
 		MemoryMB:     256,
-		Files:        &types.VirtualMachineFileInfo{VmPathName: fmt.Sprintf("[%s]", l.dsName)},
+		Files:        &types.VirtualMachineFileInfo{VmPathName: fmt.Sprintf("[%s]", home)},
 		DeviceChange: changes,
 	}
-	task, err := folders.VmFolder.CreateVM(bg, cs, pools[0], nil)
+	var task *object.Task
+	var err error
+	if spec.VApp {
+		task, err = place.vapp.CreateChildVM(bg, cs, place.host)
+	} else {
+		task, err = place.vmFolder.CreateVM(bg, cs, pool, place.host)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -150,8 +193,13 @@ func (l *Lab) createVM(spec vmSpec) (*labVM, error) {
 		stem := strings.TrimSuffix(p.Path, ".vmdk")
 		i := int(vd.Key - 2000)
 		ds := spec.Disks[i]
+		info, ok := l.datastores[p.Datastore]
+		if !ok {
+			return nil, fmt.Errorf("disk %d: vcsim put it on unknown datastore %q", i, p.Datastore)
+		}
 		d := &disk{key: vd.Key, stem: stem, capacity: ds.Capacity,
-			kind: ds.Type, uuid: newVMwareUUID(), extent: ds.Extent}
+			kind: ds.Type, uuid: newVMwareUUID(), extent: ds.Extent,
+			ds: p.Datastore, dsRef: info.ref, root: info.dir}
 		if ds.Encrypted {
 			d.keyID = labKey(spec.Name, vd.Key)
 			encrypted = true
@@ -160,12 +208,15 @@ func (l *Lab) createVM(spec vmSpec) (*labVM, error) {
 		if ds.FlatName != "" {
 			flat = path.Join(path.Dir(stem), ds.FlatName)
 		}
-		base, err := openLayer(l.root, stem+".vmdk", flat, d.capacity, "")
+		if err := os.MkdirAll(filepath.Join(d.root, filepath.Dir(stem)), 0o755); err != nil {
+			return nil, err
+		}
+		base, err := openLayer(d.root, stem+".vmdk", flat, d.capacity, "")
 		if err != nil {
 			return nil, err
 		}
 		d.chain = []*layer{base}
-		if err := d.writeDescriptors(l.root); err != nil {
+		if err := d.writeDescriptors(d.root); err != nil {
 			return nil, err
 		}
 		vm.disks = append(vm.disks, d)
@@ -173,6 +224,15 @@ func (l *Lab) createVM(spec vmSpec) (*labVM, error) {
 	if encrypted {
 		// An encrypted disk needs an encrypted VM home on vSphere: config.keyId is set too.
 		sv.Config.KeyId = labKey(spec.Name, 0)
+	}
+	if spec.VApp {
+		// On vSphere a vApp's VM has no parent folder, only parentVApp (vcsim files it in
+		// the datacenter's VM folder and keeps the reference for its own bookkeeping: the
+		// lab puts it back before it destroys the VM).
+		vm.vappFolder = sv.Parent
+		sv.Parent = nil
+		vappRef := place.vapp.Reference()
+		sv.ParentVApp = &vappRef
 	}
 	l.vms[vm.name] = vm
 	l.byRef[ref.Value] = vm
@@ -212,6 +272,9 @@ func labKey(vm string, key int32) *types.CryptoKeyId {
 func (l *Lab) destroyVM(vm *labVM) error {
 	vmo := object.NewVirtualMachine(l.client, vm.ref)
 	if sv := l.simVM(vm); sv != nil {
+		if sv.Parent == nil {
+			sv.Parent = vm.vappFolder
+		}
 		if sv.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn {
 			if t, err := vmo.PowerOff(bg); err == nil {
 				_ = t.Wait(bg)
@@ -261,20 +324,21 @@ func (l *Lab) vmJSON(vm *labVM) map[string]interface{} {
 		active = active || d.cbt.active
 		var chain []string
 		for _, ly := range d.chain {
-			chain = append(chain, fmt.Sprintf("[%s] %s", l.dsName, ly.desc))
+			chain = append(chain, d.path(ly.desc))
 		}
 		disks = append(disks, map[string]interface{}{
-			"key":      d.key,
-			"file":     fmt.Sprintf("[%s] %s", l.dsName, d.top().desc),
-			"baseFile": fmt.Sprintf("[%s] %s", l.dsName, d.chain[0].desc),
-			"flatFile": path.Clean(d.chain[0].data),
-			"chain":    chain,
-			"uuid":     d.uuid,
-			"capacity": d.capacity,
-			"type":     d.kind,
-			"changeId": nullable(d.cbt.changeID()),
+			"key":       d.key,
+			"file":      d.path(d.top().desc),
+			"baseFile":  d.path(d.chain[0].desc),
+			"flatFile":  path.Clean(d.chain[0].data),
+			"chain":     chain,
+			"uuid":      d.uuid,
+			"capacity":  d.capacity,
+			"type":      d.kind,
+			"changeId":  nullable(d.cbt.changeID()),
 			"encrypted": d.keyID != nil,
 			"extent":    d.extent,
+			"datastore": d.ds,
 		})
 	}
 	out["disks"] = disks
@@ -287,4 +351,14 @@ func nullable(s string) interface{} {
 		return nil
 	}
 	return s
+}
+
+func diskDatastores(disks []diskSpec) []string {
+	var out []string
+	for _, d := range disks {
+		if d.Datastore != "" {
+			out = append(out, d.Datastore)
+		}
+	}
+	return out
 }

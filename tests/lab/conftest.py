@@ -104,9 +104,10 @@ class Response:
 
 
 def folder_get(
-    lab: Lab, path: str, cookie: str | None, range_: tuple[int, int] | None = None
+    lab: Lab, path: str, cookie: str | None, range_: tuple[int, int] | None = None,
+    ds: str = "LocalDS_0", dc: str = "DC0",
 ) -> Response:
-    req = urllib.request.Request(lab.folder_url(path))
+    req = urllib.request.Request(lab.folder_url(path, ds=ds, dc=dc))
     if cookie:
         req.add_header("Cookie", cookie)
     if range_:

@@ -58,7 +58,7 @@ def test_snapshot_layers_and_backing_chain(
 
 
 def lab_vm_dir(lab: Lab, name: str) -> Path:
-    (ds,) = (lab.dir / "datastores").iterdir()
+    (ds,) = (lab.dir / "datastores").glob("*-LocalDS_0-*")   # vcsim's directory for it
     return ds / name
 
 
