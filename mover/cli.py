@@ -95,8 +95,15 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--repo", required=True, type=Path)
     r.add_argument("--backup", required=True, help="backup ID (see mover list)")
     r.add_argument("--disk", required=True, type=int, help="disk key, e.g. 2000")
-    r.add_argument("--output", required=True, type=Path)
-    r.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    r.add_argument("--output", required=True, type=Path,
+                   help="a new image file, a block device, an existing image with --base, or "
+                   "- for standard output (the result line then goes to stderr)")
+    r.add_argument("--force", action="store_true", help="replace an existing output file")
+    r.add_argument("--base", metavar="BASE_ID", help="differential: --output holds backup "
+                   "BASE_ID today; write only the blocks that differ")
+    r.add_argument("--verify-base", type=int, nargs="?", const=16, default=0, metavar="N",
+                   help="with --base: first check N blocks (default 16) of --output against "
+                   "BASE_ID")
     r.add_argument("--json", action="store_true")
 
     ls = sub.add_parser("list", parents=[common], help="list the backups in a repository")
@@ -294,20 +301,24 @@ def _run_async(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    def stop(signum: int, frame: object) -> None:
-        raise Interrupted(f"stopped by {signal.Signals(signum).name}: the partial image was "
-                          "removed; run the restore again")
+    def stop(signum: int, frame: object) -> None:  # the job adds what the target holds
+        raise Interrupted(f"stopped by {signal.Signals(signum).name}")
 
     for sig in (signal.SIGTERM, signal.SIGINT):  # the restore removes its partial image
         signal.signal(sig, stop)
-    result = run_restore(RestoreSettings(args.repo, args.backup, args.disk, args.output,
-                                         force=args.force))
+    if args.verify_base and not args.base:
+        raise UsageError("--verify-base checks the target against --base BASE_ID: add --base")
+    to_stdout = str(args.output) == "-"
+    result = run_restore(RestoreSettings(args.repo, args.backup, args.disk,
+                                         None if to_stdout else args.output, force=args.force,
+                                         base_id=args.base, verify_base=args.verify_base))
+    out = sys.stderr if to_stdout else sys.stdout  # stdout carries the image
     if args.json:
-        print(json.dumps({"status": "restored", **asdict(result)}, sort_keys=True))
+        print(json.dumps({"status": "restored", **asdict(result)}, sort_keys=True), file=out)
     else:
         print(f"restored disk {result.disk_key} of backup {result.backup_id} to {result.output}:"
               f" {human_bytes(result.capacity)}, {human_bytes(result.bytes_written)} written, "
-              f"{result.seconds:.1f} s, every chunk verified")
+              f"{result.seconds:.1f} s, every chunk verified", file=out)
     return 0
 
 
