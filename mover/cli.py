@@ -25,6 +25,7 @@ from mover.jobs import maintenance
 from mover.jobs.backup import run_backup
 from mover.jobs.reporting import BackupResult
 from mover.jobs.restore import run_restore
+from mover.jobs.serve import ServeSettings, listen_address, run_serve
 from mover.jobs.settings import BackupSettings, RestoreSettings
 from mover.pipeline.copy import PipelineSettings
 from mover.progress import BarReporter, JsonReporter, human_bytes
@@ -106,6 +107,17 @@ def parser() -> argparse.ArgumentParser:
                    "BASE_ID")
     r.add_argument("--json", action="store_true")
 
+    sv = sub.add_parser("serve", parents=[common], help="export one disk of a backup "
+                        "read-only over NBD until SIGTERM/SIGINT (single-file restore)")
+    sv.add_argument("--repo", required=True, type=Path)
+    sv.add_argument("--backup", required=True, help="backup ID (see mover list)")
+    sv.add_argument("--disk", required=True, type=int, help="disk key, e.g. 2000")
+    where = sv.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", type=Path, help="listen on this Unix socket")
+    where.add_argument("--listen", metavar="HOST:PORT",
+                       help="listen on TCP (no authentication: loopback or a trusted network)")
+    sv.add_argument("--json", action="store_true")
+
     ls = sub.add_parser("list", parents=[common], help="list the backups in a repository")
     ls.add_argument("--repo", required=True, type=Path)
     ls.add_argument("--json", action="store_true")
@@ -163,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _backup(args)
         if args.command == "restore":
             return _restore(args)
+        if args.command == "serve":
+            return _serve(args)
         if args.command == "list":
             return _list(args)
         if args.command == "forget":
@@ -319,6 +333,25 @@ def _restore(args: argparse.Namespace) -> int:
         print(f"restored disk {result.disk_key} of backup {result.backup_id} to {result.output}:"
               f" {human_bytes(result.capacity)}, {human_bytes(result.bytes_written)} written, "
               f"{result.seconds:.1f} s, every chunk verified", file=out)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    host, port = (None, 0) if args.listen is None else listen_address(args.listen)
+    settings = ServeSettings(args.repo, args.backup, args.disk, args.socket, host, port)
+
+    def ready(uri: str) -> None:
+        if args.json:
+            print(json.dumps({"status": "serving", "uri": uri}), flush=True)
+        else:
+            print(f"serving disk {args.disk} of backup {args.backup} read-only at {uri} "
+                  "(Ctrl-C or SIGTERM stops)", flush=True)
+
+    result = run_serve(settings, ready)
+    if args.json:
+        print(json.dumps({"status": "stopped", **asdict(result)}, sort_keys=True))
+    else:
+        print(f"stopped by {result.stopped_by} after {result.seconds:.0f} s")
     return 0
 
 

@@ -48,3 +48,23 @@ def sample_blocks(index: FixedIndex, count: int, seed: int = 0) -> list[int]:
         zeros = [b for b in range(len(index)) if index.get(b) is None]
         chosen += rng.sample(zeros, min(count - len(chosen), len(zeros)))
     return sorted(chosen)
+
+
+def zero_runs(index: FixedIndex, offset: int, length: int) -> list[tuple[int, int, bool]]:
+    """``[offset, offset + length)`` of the disk as runs ``(offset, length, is_zero)``:
+    ascending, adjacent, covering the range exactly (clipped to the capacity), neighbouring
+    blocks of one kind merged. What an NBD export answers to a block status request."""
+    end = min(offset + length, index.capacity)
+    runs: list[tuple[int, int, bool]] = []
+    position = max(offset, 0)
+    while position < end:
+        block = position // index.block_size
+        stop = min(end, (block + 1) * index.block_size)
+        zero = index.get(block) is None
+        if runs and runs[-1][2] == zero:
+            start, _, _ = runs[-1]
+            runs[-1] = (start, stop - start, zero)
+        else:
+            runs.append((position, stop - position, zero))
+        position = stop
+    return runs

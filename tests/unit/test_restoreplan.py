@@ -3,12 +3,20 @@ restored one, and no others are written."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mover.index import FixedIndex
-from mover.restoreplan import GeometryMismatch, all_blocks, changed_blocks, sample_blocks
+from mover.restoreplan import (
+    GeometryMismatch,
+    all_blocks,
+    changed_blocks,
+    sample_blocks,
+    zero_runs,
+)
 
 BS = 512
 # A small alphabet of digests so that equal slots are common, as in real backups.
@@ -61,3 +69,18 @@ def test_samples_prefer_stored_blocks(pair: tuple[FixedIndex, FixedIndex], count
     assert chosen == sorted(set(chosen)) and len(chosen) == min(count, len(index))
     assert sum(index.get(b) is not None for b in chosen) == min(count, len(stored))
     assert sample_blocks(index, count, seed) == chosen
+
+
+@given(index_pairs(), st.integers(0, 40 * BS), st.integers(0, 40 * BS))
+def test_zero_runs_cover_the_range_and_tell_zero_blocks(
+        pair: tuple[FixedIndex, FixedIndex], offset: int, length: int) -> None:
+    index, _ = pair
+    runs = zero_runs(index, offset, length)
+    end = min(offset + length, index.capacity)
+    position = offset
+    for start, size, zero in runs:
+        assert start == position and size > 0
+        assert all((index.get(b // BS) is None) == zero for b in range(start, start + size, 64))
+        position = start + size
+    assert position == (end if runs else offset) and (runs or end <= offset)
+    assert all(a[2] != b[2] for a, b in itertools.pairwise(runs))   # merged

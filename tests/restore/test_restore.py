@@ -13,41 +13,15 @@ from pathlib import Path
 import pytest
 
 from mover.errors import IntegrityError, UsageError
-from mover.index import FixedIndex
 from mover.jobs.restore import run_restore
 from mover.jobs.settings import RestoreSettings
-from mover.repo import BackupRecord, DiskRecord, Repository
+from mover.repo import Repository
+
+from .backups import KEY, write_backup
 
 BS = 4096
-KEY = 2000
 BLOCKS = 24
 CAPACITY = BLOCKS * BS - 1000          # the last block is short, as on a real odd-sized disk
-VM = "vm-uuid-1"
-
-
-def write_backup(repo: Repository, backup_id: str, image: bytes, vm: str = VM,
-                 disk_uuid: str = "disk-uuid") -> None:
-    """Commit a backup of one disk holding ``image``, as the pipeline does."""
-    pending = repo.begin(vm, backup_id)
-    index = FixedIndex(len(image), BS)
-    for block in range(len(index)):
-        data = image[block * BS : (block + 1) * BS]
-        if data.count(0) == len(data):
-            continue
-        digest = repo.chunks.digest(data)
-        if not repo.chunks.has(digest):
-            repo.chunks.put(digest, data)
-        index.set(block, digest)
-    repo.chunks.sync()
-    pending.write_index(KEY, index)
-    pending.commit(BackupRecord(
-        id=backup_id, vm_name="web", vm_instance_uuid=vm, vm_moref="vm-1",
-        created="2026-12-01T00:00:00Z", finished="2026-12-01T00:00:00Z", parent=None,
-        snapshot={}, disks=[DiskRecord(
-            key=KEY, label="d", uuid=disk_uuid, capacity=len(image), file="[ds] f",
-            change_id="", mode="full", reason="r", block_size=BS, changed_bytes=0,
-            bytes_read=0, bytes_stored=0, blocks=len(index), zero_blocks=0, new_chunks=0,
-            dedup_chunks=0, seconds=0.0)]))
 
 
 def changed(image: bytes, rng: random.Random, blocks: list[int]) -> bytes:
@@ -71,7 +45,7 @@ def repo_with_history(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
     path = tmp_path / "repo"
     repo = Repository.open(path, block_size=BS)
     for backup_id, image in images.items():
-        write_backup(repo, backup_id, image)
+        write_backup(repo, backup_id, image, BS)
     return path, images
 
 
@@ -161,7 +135,8 @@ def test_differential_refuses_a_base_of_another_vm(
         repo_with_history: tuple[Path, dict[str, bytes]], tmp_path: Path) -> None:
     repo, images = repo_with_history
     other = "20261204T000000Z-bbbbb1"
-    write_backup(Repository.open(repo, create=False), other, bytes(CAPACITY), vm="vm-uuid-2")
+    write_backup(Repository.open(repo, create=False), other, bytes(CAPACITY), BS,
+                 vm="vm-uuid-2")
     out = tmp_path / "disk.img"
     run_restore(settings(repo, next(iter(images)), out))
     with pytest.raises(UsageError, match="same VM"):
