@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from mover import __version__
-from mover.cli import backup, forget, gc, job, listing, repair, restore, verify
+from mover.cli import backup, forget, gc, job, listing, repair, restore, serve, verify
 from mover.cli.runner import fail, setup_logging
 from mover.errors import MoverError
 
@@ -20,6 +20,7 @@ def parser() -> argparse.ArgumentParser:
                         help="log more detail on stderr (-v: info, -vv: debug)")
     sub = top.add_subparsers(dest="command", required=True)
     commands = {"backup": backup.declare(sub, common), "restore": restore.declare(sub, common)}
+    serve.declare(sub, common)
     listing.declare(sub, common)
     job.declare(sub, common, commands)
     verify.declare(sub, common)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from typing import Any
 
 from mover import clock
 from mover.aio import finish, first_error
@@ -25,6 +26,7 @@ from mover.jobs.reporting import BackupResult, DiskResult, Reporter
 from mover.jobs.resume import Checkpoint, disk_checkpoint
 from mover.jobs.settings import BackupSettings
 from mover.jobs.snapshot import BackupSnapshot
+from mover.jobs.vmconfig import saved_vm_config
 from mover.pipeline.copy import CopyStats, PipelineSettings, copy_disk
 from mover.pipeline.transport import Transport
 from mover.repo import BackupRecord, DiskRecord, Repository
@@ -90,6 +92,7 @@ class BackupRun:
         self.snapshot_name = f"{snapshots.PREFIX}{self.backup_id}"
         self.created = clock.iso()
         self.resuming: Checkpoint | None = None
+        self.vm_config: dict[str, Any] = {}
         self.checkpoint: Checkpoint | None = None
         self._checkpointing = asyncio.Lock()
 
@@ -169,7 +172,8 @@ class BackupRun:
         record = BackupRecord(
             id=self.backup_id, vm_name=self.vm.name, vm_instance_uuid=self.vm.instance_uuid,
             vm_moref=self.vm.moref, created=self.created, finished=clock.iso(),
-            parent=self.result.parent, snapshot=dict(self.result.snapshot), disks=records)
+            parent=self.result.parent, snapshot=dict(self.result.snapshot), disks=records,
+            vm_config=self.vm_config)
         # A signal that arrives while the record is written comes too late: the commit runs to
         # its end on its thread, and the run reports the committed backup, not an interrupt.
         await finish(asyncio.to_thread(pending.commit, record), too_late=True)
@@ -199,6 +203,9 @@ class BackupRun:
         async with DataPlane(self.settings, self.repo.chunks, block_size, cookie,
                              self.repo.chunks) as plane:
             files = {d.key: await self._data_file(plane, d) for d in disks}
+            self.vm_config = await saved_vm_config(self.control, self.session, plane,
+                                                   snap.ref, self.vm.datacenter,
+                                                   self.result.warnings)
             planner = Planner(self.repo, self.control, self.session, self.vm.ref, snap.ref,
                               self.settings.full, max_read, self.reporter.note, self.resuming,
                               snap.same, self.settings.read_all, self.backup_id,

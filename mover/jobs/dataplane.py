@@ -72,22 +72,27 @@ class DataPlane:
     async def descriptor(self, disk: DiskInfo, datacenter: str) -> str:
         """The text of ``disk``'s descriptor file (``backing.fileName``) over ``/folder``;
         transient faults are retried as reads are (same attempts, same job budget)."""
+        body = await self.small_file(disk.datastore, disk.descriptor_path, datacenter)
+        return body.decode("utf-8", errors="replace")
+
+    async def small_file(self, datastore: str, path: str, datacenter: str,
+                         limit: int = 64 * 1024) -> bytes:
+        """A whole small datastore file (a descriptor, the NVRAM) over ``/folder``, retried
+        as reads are; TransportError (not transient) for a 404 or a file over ``limit``."""
         assert self._http is not None, "use DataPlane as an async context manager"
-        url = folder_url(self.settings.server.base_url, disk.datastore, disk.descriptor_path,
-                         datacenter)
+        url = folder_url(self.settings.server.base_url, datastore, path, datacenter)
         attempt = 0
         while True:
             attempt += 1
             try:
-                body = await read_small(self._http, url, self.cookie, COOKIE_NAME, self._ssl,
+                return await read_small(self._http, url, self.cookie, COOKIE_NAME, self._ssl,
+                                        limit=limit,
                                         timeout=self.settings.pipeline.read_timeout)
-                return body.decode("utf-8", errors="replace")
             except TransportError as exc:
                 if (not exc.transient or attempt >= self._policy.attempts
                         or not self.budget.take()):
                     raise
-                log.info("retrying the descriptor of disk %d (attempt %d: %s)", disk.key,
-                         attempt, exc)
+                log.info("retrying [%s] %s (attempt %d: %s)", datastore, path, attempt, exc)
             await clock.pause(random.uniform(0.0, self._policy.cap(attempt)))
 
     def transport(self, disk: DiskInfo, datacenter: str, data_path: str) -> Transport:

@@ -1,9 +1,20 @@
-"""Restore one disk of one backup into an image file (or a block device).
+"""Restore one disk of one backup onto a restore target (``mover.pipeline.targets``).
 
-Every chunk is decoded and its SHA-256 checked before its bytes are written; a mismatch
-stops the restore with an IntegrityError naming the chunk. All-zero blocks become holes in a
-regular file (it is created empty and sized to the disk) and are written as zeros on a
-device. The output is fsynced before the job reports success.
+Chunks are read, decoded and SHA-256-checked by worker threads, a bounded window of blocks
+ahead (memory does not grow with the disk); the blocks are handed to the target in disk
+order from this thread, so a stream gets every byte in sequence and a failure has one
+offset below which the new image is complete. A chunk that does not match its digest stops
+the restore with an IntegrityError naming it.
+
+Kinds (``RestoreSettings``):
+
+- a new file (``--output PATH``; ``--force`` replaces an existing file): temp + rename;
+- a block device (``--output /dev/...``): written in place, zero blocks as zeros;
+- standard output (``--output -``): every byte in order;
+- differential (``--output EXISTING --base BASE_ID``): the target holds backup ``BASE_ID``
+  today; only the blocks whose index entries differ (``mover.restoreplan``) are written.
+  Re-running the same differential restore after a failure completes it: each block is
+  either already the new one or still the base's.
 """
 
 from __future__ import annotations
@@ -11,15 +22,17 @@ from __future__ import annotations
 import collections
 import os
 import stat
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from mover import clock
-from mover.errors import NotFoundError, RepositoryError, UsageError
+from mover import clock, restoreplan
+from mover.errors import MoverError, NotFoundError, RepositoryError, UsageError
 from mover.index import FixedIndex
 from mover.jobs.settings import RestoreSettings
-from mover.repo import Repository
+from mover.pipeline.targets import InPlace, NewFile, RestoreTarget, Stream
+from mover.repo import BackupRecord, Repository
 
 
 @dataclass(slots=True)
@@ -28,97 +41,209 @@ class RestoreResult:
     disk_key: int
     output: str
     capacity: int
-    bytes_written: int
-    zero_blocks: int
+    bytes_written: int          # bytes handed to the target and written (holes excluded)
+    blocks_written: int         # blocks written (a differential restore: the changed ones)
+    zero_blocks: int            # all-zero blocks of the restored image
     seconds: float
+    base_id: str | None = None  # the backup a differential restore started from
+    verified_blocks: int = 0    # target blocks checked against the base before writing
 
 
 def run_restore(settings: RestoreSettings) -> RestoreResult:
     started = clock.monotonic()
     repo = Repository.open(settings.repo, create=False)
     with repo.reading():  # gc waits while a restore reads
-        return _restore(repo, settings, started)
+        record = repo.get_backup(settings.backup_id)
+        index = _disk_index(repo, record, settings.disk_key)
+        blocks: Iterable[int] = restoreplan.all_blocks(index)
+        base: FixedIndex | None = None
+        if settings.base_id is not None:
+            base = _base_index(repo, record, index, settings)
+            blocks = list(restoreplan.changed_blocks(base, index))
+        target = _open_target(settings, index.capacity)
+        verified, done = 0, _Done()
+        try:
+            if base is not None:
+                verified = _verify_base(repo, target, base, settings)
+            _copy(repo, index, blocks, target, settings.workers, done)
+            target.commit()
+        except BaseException as exc:
+            target.abort()
+            raise _explained(exc, target, settings, done) from exc
+    return RestoreResult(record.id, settings.disk_key, target.describe(), index.capacity,
+                         done.bytes, done.blocks, index.zero_blocks(),
+                         clock.monotonic() - started, settings.base_id, verified)
 
 
-def _restore(repo: Repository, settings: RestoreSettings, started: float) -> RestoreResult:
-    record = repo.get_backup(settings.backup_id)
-    if not any(d.key == settings.disk_key for d in record.disks):
+@dataclass(slots=True)
+class _Done:
+    """What the copy has handed to the target so far."""
+
+    blocks: int = 0
+    bytes: int = 0
+    below: int = 0   # the new image is complete below this offset
+
+
+def _disk_index(repo: Repository, record: BackupRecord, key: int) -> FixedIndex:
+    if not any(d.key == key for d in record.disks):
         keys = ", ".join(str(d.key) for d in record.disks)
-        raise NotFoundError(f"backup {record.id} has no disk {settings.disk_key}; its disks "
-                            f"are {keys}")
-    index = repo.read_index(record, settings.disk_key)
-    fd, is_device = _open_output(settings.output, settings.force)
-    try:
-        if not is_device:
-            os.ftruncate(fd, index.capacity)
-        written = _write_blocks(fd, index, repo, is_device, settings.workers)
-        os.fsync(fd)
-    except OSError as exc:
-        os.close(fd)
-        if not is_device:
-            settings.output.unlink(missing_ok=True)
-        raise RepositoryError(f"cannot write the restored disk to {settings.output}: "
-                              f"{exc.strerror or exc}; check free space and permissions "
-                              "there") from exc
-    except BaseException:
-        os.close(fd)
-        if not is_device:  # never leave a half-restored image that looks complete
-            settings.output.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    return RestoreResult(record.id, settings.disk_key, str(settings.output), index.capacity,
-                         written, index.zero_blocks(), clock.monotonic() - started)
+        raise NotFoundError(f"backup {record.id} has no disk {key}; its disks are {keys}")
+    return repo.read_index(record, key)
 
 
-def _open_output(path: Path, force: bool) -> tuple[int, bool]:
+def _base_index(repo: Repository, record: BackupRecord, restored: FixedIndex,
+                settings: RestoreSettings) -> FixedIndex:
+    assert settings.base_id is not None
+    base = repo.get_backup(settings.base_id)
+    if base.vm_instance_uuid != record.vm_instance_uuid:
+        raise UsageError(f"--base {base.id} is a backup of VM {base.vm_name} "
+                         f"({base.vm_instance_uuid}), backup {record.id} one of "
+                         f"{record.vm_name} ({record.vm_instance_uuid}): a differential "
+                         "restore needs two backups of the same VM; restore in full instead")
+    if not any(d.key == settings.disk_key for d in base.disks):
+        raise UsageError(f"--base {base.id} has no disk {settings.disk_key}; restore in full")
+    index = _disk_index(repo, base, settings.disk_key)
+    mine = record.disk(settings.disk_key)
+    theirs = base.disk(settings.disk_key)
+    if mine.uuid != theirs.uuid:
+        raise UsageError(f"disk {settings.disk_key} of --base {base.id} is another disk "
+                         f"(uuid {theirs.uuid}, not {mine.uuid}); restore in full")
     try:
-        mode = path.stat().st_mode
+        restoreplan.changed_blocks(index, restored)
+    except restoreplan.GeometryMismatch as exc:
+        raise UsageError(f"disk {settings.disk_key} changed size between --base {base.id} "
+                         f"and {record.id} ({exc}); restore in full") from None
+    return index
+
+
+def _open_target(settings: RestoreSettings, capacity: int) -> RestoreTarget:
+    if settings.output is None:
+        if os.isatty(1):
+            raise UsageError("--output - writes the raw disk image to standard output, which "
+                             "is a terminal here: pipe it (| qemu-img, | ssh, > file)")
+        return Stream(1)
+    path = settings.output
+    try:
+        mode: int | None = os.stat(path).st_mode
     except FileNotFoundError:
         mode = None
     except OSError as exc:
         raise UsageError(f"cannot use --output {path}: {exc.strerror}") from exc
-    if mode is not None and stat.S_ISBLK(mode):
-        try:
-            return os.open(path, os.O_WRONLY), True
-        except OSError as exc:
-            raise UsageError(f"cannot open the device {path}: {exc.strerror}") from exc
-    if mode is not None and not force:
+    is_device = mode is not None and stat.S_ISBLK(mode)
+    if settings.base_id is not None:
+        if mode is None or not (is_device or stat.S_ISREG(mode)):
+            raise UsageError(f"--base needs --output to be the existing file or block device "
+                             f"that holds backup {settings.base_id}; {path} is not one")
+        return _in_place(path, capacity, exact=not is_device)
+    if is_device:
+        return _in_place(path, capacity, exact=False)
+    if mode is not None and not settings.force:
         raise UsageError(f"{path} exists; restore refuses to overwrite it: choose another "
-                         "--output or add --force")
+                         "--output, add --force to replace it, or --base BASE_ID to update "
+                         "it differentially")
     try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), False
+        return NewFile(path, capacity, replace=settings.force)
     except OSError as exc:
-        raise RepositoryError(f"cannot create {path}: {exc.strerror}") from exc
+        raise RepositoryError(f"cannot create {path}: {exc.strerror}; check the directory "
+                              "exists, is writable and has free space") from exc
 
 
-def _write_blocks(fd: int, index: FixedIndex, repo: Repository, is_device: bool,
-                  workers: int) -> int:
-    zeros = bytes(index.block_size) if is_device else b""
+def _in_place(path: Path, capacity: int, exact: bool) -> InPlace:
+    try:
+        target = InPlace(path)
+        size = target.size()
+    except OSError as exc:
+        raise UsageError(f"cannot open {path} for writing: {exc.strerror}") from exc
+    if size < capacity or (exact and size != capacity):
+        target.abort()
+        raise UsageError(f"{path} holds {size} bytes, the disk {capacity}: it is not an "
+                         "image of this disk; choose the right target or restore to a new file")
+    return target
 
-    def block_length(block: int) -> int:
-        return min(index.block_size, index.capacity - block * index.block_size)
 
-    def restore(block: int) -> int:
+def _verify_base(repo: Repository, target: RestoreTarget, base: FixedIndex,
+                 settings: RestoreSettings) -> int:
+    """Check sampled blocks of the target against the base backup before writing."""
+    blocks = restoreplan.sample_blocks(base, settings.verify_base)
+    for block in blocks:
+        offset = block * base.block_size
+        length = min(base.block_size, base.capacity - offset)
+        data = target.read(offset, length)
+        digest = base.get(block)
+        same = data == bytes(length) if digest is None else (
+            len(data) == length and repo.chunks.digest(data) == digest)
+        if not same:
+            raise UsageError(f"{target.describe()} does not hold backup {settings.base_id}: "
+                             f"block {block} (offset {offset}) differs; nothing was written. "
+                             "Give the backup it holds as --base, or restore in full")
+    return len(blocks)
+
+
+def _copy(repo: Repository, index: FixedIndex, blocks: Iterable[int],
+          target: RestoreTarget, workers: int, done: _Done) -> None:
+    """Write ``blocks`` of ``index`` to ``target`` in ascending order, counting in ``done``."""
+    size = index.block_size
+
+    def length(block: int) -> int:
+        return min(size, index.capacity - block * size)
+
+    def read(block: int) -> bytes | None:
         digest = index.get(block)
-        offset = block * index.block_size
         if digest is None:
-            if is_device:
-                os.pwrite(fd, zeros[: block_length(block)], offset)
-            return 0
+            return None
         data = repo.read_block(digest)
-        if len(data) != block_length(block):
+        if len(data) != length(block):
             raise RepositoryError(f"chunk {digest.hex()} holds {len(data)} bytes, block {block} "
-                                  f"needs {block_length(block)}: the index is inconsistent")
-        return os.pwrite(fd, data, offset)
+                                  f"needs {length(block)}: the index is inconsistent")
+        return data
 
-    # A bounded window of blocks in flight: memory must not grow with the disk.
-    written, window = 0, workers * 4
-    in_flight: collections.deque[Future[int]] = collections.deque()
+    window = workers * 4  # blocks in flight: memory is bounded by this, not by the disk
+    in_flight: collections.deque[tuple[int, Future[bytes | None]]] = collections.deque()
+
+    def put(block: int, future: Future[bytes | None]) -> None:
+        data = future.result()
+        offset = block * size
+        try:
+            done.bytes += (target.zero(offset, length(block)) if data is None
+                        else target.write(offset, data))
+        except OSError as exc:
+            raise RepositoryError(f"cannot write the restored disk to {target.describe()} at "
+                                  f"offset {offset}: {exc.strerror or exc}; check free space "
+                                  "and permissions there") from exc
+        done.blocks += 1
+        done.below = offset + length(block)
+
     with ThreadPoolExecutor(workers, thread_name_prefix="mover-restore") as pool:
-        for block in range(len(index)):
-            if len(in_flight) >= window:
-                written += in_flight.popleft().result()
-            in_flight.append(pool.submit(restore, block))
-        while in_flight:
-            written += in_flight.popleft().result()
-    return written
+        try:
+            for block in blocks:
+                if len(in_flight) >= window:
+                    put(*in_flight.popleft())
+                in_flight.append((block, pool.submit(read, block)))
+            while in_flight:
+                put(*in_flight.popleft())
+        finally:
+            for _block, future in in_flight:
+                future.cancel()
+
+
+def _explained(exc: BaseException, target: RestoreTarget, settings: RestoreSettings,
+               done: _Done) -> BaseException:
+    """The error with what it left behind: nothing (a new file), or a partly written target."""
+    if not isinstance(exc, MoverError):
+        return exc
+    if isinstance(target, NewFile):
+        state = "the partial image was removed; run the restore again"
+    elif not target.partial:
+        state = f"{target.describe()} was not changed"
+    elif isinstance(target, Stream):
+        state = "the output stream is incomplete: discard what it received"
+    else:
+        again = (f"run the same restore (--base {settings.base_id}) again to complete it"
+                 if settings.base_id else "restore it again")
+        state = (f"{target.describe()} is PARTIALLY WRITTEN: the new image is complete below "
+                 f"offset {done.below}, beyond that it holds what it held before; {again}")
+    if isinstance(exc, UsageError):
+        return exc
+    new = type(exc)(f"{exc.detail}; {state}")
+    new.fields.update(exc.fields, partial_offset=done.below)
+    return new

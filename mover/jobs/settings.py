@@ -34,6 +34,8 @@ class RestoreSettings:
     repo: Path
     backup_id: str
     disk_key: int
-    output: Path
-    force: bool = False                 # overwrite an existing output file
-    workers: int = 4
+    output: Path | None                 # None: standard output
+    force: bool = False                 # replace an existing output file
+    workers: int = 4                    # threads reading and checking chunks
+    base_id: str | None = None          # differential: the backup the output holds today
+    verify_base: int = 0                # blocks of the output to check against base_id

@@ -73,6 +73,10 @@ class BackupRecord:
     disks: list[DiskRecord]
     status: str = "committed"
     format_version: int = FORMAT_VERSION
+    # The VM as it was: {"config": the snapshot's VirtualMachineConfigInfo as JSON,
+    # "summary": its main facts, "nvram": {"file", "size", "sha256", "base64"} or None}.
+    # Empty in backups of movers before it (docs/repository.md).
+    vm_config: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def disk(self, key: int) -> DiskRecord:

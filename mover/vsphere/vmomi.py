@@ -14,3 +14,12 @@ from pyVmomi import vmodl as _vmodl
 vim: Any = _vim
 vmodl: Any = _vmodl
 connect: Any = _connect
+
+
+def to_json(obj: Any) -> Any:
+    """A pyvmomi data object as plain JSON values: every property, ``_vimtype`` naming each
+    object's class (``vim.vm.device.VirtualDisk``), managed objects as references."""
+    import json
+
+    from pyVmomi.VmomiJSONEncoder import VmomiJSONEncoder
+    return json.loads(json.dumps(obj, cls=VmomiJSONEncoder, strip_dynamic=True))

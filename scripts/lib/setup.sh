@@ -34,6 +34,14 @@ ensure_objectstore() {
   APT_INSTALL_OPTS=--no-install-recommends ensure_apt ceph-mon ceph-osd radosgw
 }
 
+# ensure_restore_tools: the NBD server behind `mover serve` (nbdkit and its Python plugin)
+# and the clients its tests and single-file restore use: nbdcopy/nbdinfo (libnbd-bin),
+# nbdfuse with FUSE 3, qemu-io/qemu-img (qemu-utils), debugfs and mkfs.ext4 (e2fsprogs).
+ensure_restore_tools() {
+  APT_INSTALL_OPTS=--no-install-recommends ensure_apt nbdkit nbdkit-plugin-python libnbd-bin \
+    nbdfuse fuse3 qemu-utils e2fsprogs
+}
+
 # ensure_venv: .venv with mover installed editable and its test extras. Re-installs only when
 # pyproject.toml changed since the last install.
 ensure_venv() {

@@ -179,6 +179,9 @@ func (l *Lab) createVM(spec vmSpec) (*labVM, error) {
 	}
 	ref := info.Result.(types.ManagedObjectReference)
 	sv := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+	if err := l.writeNVRAM(sv); err != nil {
+		return nil, err
+	}
 
 	vm := &labVM{name: spec.Name, ref: ref, power: types.VirtualMachinePowerStatePoweredOff}
 	encrypted := false
