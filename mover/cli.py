@@ -29,6 +29,7 @@ from mover.jobs.settings import BackupSettings, RestoreSettings
 from mover.pipeline.copy import PipelineSettings
 from mover.progress import BarReporter, JsonReporter, human_bytes
 from mover.repo import Repository
+from mover.repo.s3url import REPO, repo_location
 from mover.retention import RULES, KeepPolicy
 from mover.vsphere.address import ServerAddress, TlsPolicy
 from mover.vsphere.session import Credentials
@@ -55,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
     tls.add_argument("--insecure", action="store_true", help="do not verify the certificate")
     tls.add_argument("--thumbprint", help="pin the server certificate's SHA-256 fingerprint")
     b.add_argument("--vm", required=True, help="name, MoRef, instance UUID or inventory path")
-    b.add_argument("--repo", required=True, type=Path)
+    b.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     b.add_argument("--full", action="store_true", help="ignore the previous backup")
     b.add_argument("--read-all", action="store_true",
                    help="a full that reads every byte, without asking CBT what is allocated")
@@ -92,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("restore", parents=[common],
                        help="write one disk of a backup to an image file")
-    r.add_argument("--repo", required=True, type=Path)
+    r.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     r.add_argument("--backup", required=True, help="backup ID (see mover list)")
     r.add_argument("--disk", required=True, type=int, help="disk key, e.g. 2000")
     r.add_argument("--output", required=True, type=Path)
@@ -100,7 +101,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true")
 
     ls = sub.add_parser("list", parents=[common], help="list the backups in a repository")
-    ls.add_argument("--repo", required=True, type=Path)
+    ls.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     ls.add_argument("--json", action="store_true")
 
     j = sub.add_parser("job", parents=[common], help="run a job file (JSON) for a scheduler")
@@ -108,7 +109,7 @@ def parser() -> argparse.ArgumentParser:
     j.set_defaults(json=True)
 
     v = sub.add_parser("verify", parents=[common], help="check a repository's indexes and chunks")
-    v.add_argument("--repo", required=True, type=Path)
+    v.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     v.add_argument("--backup", help="check only this backup")
     v.add_argument("--read-data", action="store_true", help="decode and hash every chunk")
     v.add_argument("--read-data-subset", metavar="K/N",
@@ -117,7 +118,7 @@ def parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("forget", parents=[common],
                        help="remove backups by keep rules (their data goes at the next gc)")
-    f.add_argument("--repo", required=True, type=Path)
+    f.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     f.add_argument("--vm", help="only this VM's backups (name or instance UUID)")
     for rule in RULES:
         f.add_argument(f"--keep-{rule}", type=int, metavar="N", help=_KEEP_HELP[rule])
@@ -126,7 +127,7 @@ def parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("gc", parents=[common],
                        help="remove data no backup needs; waits for running backups")
-    g.add_argument("--repo", required=True, type=Path)
+    g.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     g.add_argument("--dry-run", action="store_true", help="count what would be freed")
     g.add_argument("--repack-threshold", type=float, default=0.5, metavar="FRACTION",
                    help="rewrite packs with more than this fraction of garbage (default 0.5)")
@@ -134,7 +135,7 @@ def parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("repair", parents=[common], help="rebuild pack indexes from the packs")
     rp.add_argument("what", choices=["index"])
-    rp.add_argument("--repo", required=True, type=Path)
+    rp.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     rp.add_argument("--json", action="store_true")
     return top
 
