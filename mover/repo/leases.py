@@ -9,9 +9,9 @@ a replace of one's own object, a list or a delete.
 **Acquire**: create one's object; read the store's time from its ``mtime`` (the server's
 clock stamps it, so the holders' clocks never meet); list the lock's objects; an object
 whose ``mtime`` is more than ``lease + margin`` older than one's own is *stale* (its holder
-died or stopped refreshing) and is deleted; any other object that conflicts (exclusive
-against anything) means: delete one's own and wait (or return None). Two acquirers that see
-each other both back off and try again after a random pause.
+died or stopped refreshing) and is deleted, shared or not; any other object that
+conflicts (exclusive against anything) means: delete one's own and wait (or return None).
+Two acquirers that see each other both back off and try again after a random pause.
 
 **Refresh**: a background thread replaces the object every ``refresh`` seconds; that
 renews the holder's lease to ``start + lease`` (``start``: monotonic time before the
@@ -244,8 +244,10 @@ class LeasedLocks:
         found = None
         for other in self.store.list(layout.lock_prefix(name)):
             parts = layout.split_lock(other)
-            if other == own or parts is None or not (exclusive or parts[1]):
+            if other == own or parts is None:
                 continue
+            # Every other object is looked at, not only conflicting ones: a shared acquirer
+            # is what sweeps the stale shared objects of killed writers.
             stat = self.store.stat(other)
             if stat is None:
                 continue  # released meanwhile
@@ -255,7 +257,8 @@ class LeasedLocks:
                             self.store.describe(), mine.mtime - stat.mtime)
                 self.store.delete(other)
                 continue
-            found = found or parts[2]
+            if exclusive or parts[1]:
+                found = found or parts[2]
         return found
 
     def _delete_quietly(self, own: str) -> None:

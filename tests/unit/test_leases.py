@@ -263,3 +263,13 @@ def test_bad_lease_from_environment(monkeypatch: pytest.MonkeyPatch, text: str) 
     monkeypatch.setenv("MOVER_LOCK_LEASE", text)
     with pytest.raises(RepositoryError, match=r"MOVER_LOCK_LEASE=.* is not a lease"):
         LeaseTimes.from_environment()
+
+
+def test_a_shared_acquire_sweeps_stale_shared_objects(fake: FakeTime) -> None:
+    store = MemoryStore()
+    dead = locks(store, "dead").acquire("repository", shared=True)
+    assert dead is not None
+    fake.t += TIMES.stale + 1
+    live = locks(store, "next").acquire("repository", shared=True)
+    assert live is not None
+    assert list(store.list(layout.lock_prefix("repository"))) == [live.object_name]
