@@ -192,3 +192,43 @@ def test_a_second_worker_on_a_vm_refuses_and_a_killed_one_is_resumed_after_its_l
     frozen = snapshot_digests(lab, vm, result["snapshot"])[KEY]
     assert restored_sha256(env, url, result["backup_id"], tmp_path / "o.img") == frozen
     assert list(repo.store.list(layout.LOCKS)) == []
+
+
+def test_a_gateway_stopped_mid_backup_fails_it_cleanly_and_the_next_run_resumes(
+        lab: Lab, s3_env: ObjectStore, unique_name: Callable[[str], str],
+        tmp_path: Path) -> None:
+    """Gateway 1 is killed while a backup writes through it: the backup fails with exit 9
+    and a message naming the endpoint; with the gateway back and the failed run's lock
+    objects stale, the next run resumes from its checkpoint."""
+    url = f"s3://mover-e2e/{unique_name('rgw')}"
+    env = worker_env(lab, s3_env, 1)
+    vm = unique_name("g")
+    lab.configure(snapshotDigests=True)
+    lab.create_vm(vm, [{"capacity": 64 * MiB, "type": "thin"}])
+    lab.write(vm, KEY, 0, random.Random(11).randbytes(48 * MiB))
+    lab.inject("folder", "delay", rate=1.0, delay_ms=500, match=vm)
+    proc = start(env, *backup_args(lab, vm, url, "--fetchers", "1", "--checkpoint-every", "4"))
+    wait_for(proc, "disk_started")
+    time.sleep(2.0)
+    pid_file = s3_env.dir / "pids" / "rgw.b"
+    try:
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)       # gateway 1, ours alone
+        stopped = time.monotonic()
+        out, err = proc.communicate(timeout=180)
+    finally:
+        lab.clear_faults()
+        ObjectStore.start(s3_env.dir, gateways=2)                # starts what is missing
+    assert proc.returncode == 9, out + err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["status"] == "failed" and result["error"]["kind"] == "RepositoryError"
+    message = result["error"]["message"]
+    assert s3_env.endpoints[1] in message and "cannot be reached" in message, message
+    time.sleep(max(0.0, STALE + 1.0 - (time.monotonic() - stopped)))
+    resumed = run(env, *backup_args(lab, vm, url))
+    assert resumed.code == 0, resumed.stdout + resumed.stderr
+    again = resumed.result
+    assert again["resumed_from"] == again["backup_id"] is not None
+    assert again["disks"][0]["bytes_read"] < 48 * MiB
+    frozen = snapshot_digests(lab, vm, again["snapshot"])[KEY]
+    assert restored_sha256(env, url, again["backup_id"], tmp_path / "o.img") == frozen
+    assert run(env, "verify", "--repo", url).code == 0
