@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,7 +65,7 @@ class Repository:
         from mover.repo.s3store import S3Store  # boto3 loads in 0.2 s: only when used
         times = LeaseTimes.from_environment()
         store = S3Store.from_url(url, create_bucket=create)
-        return cls.on(store, LeasedLocks(store, times), create, block_size)
+        return cls.on(_with_index_cache(store), LeasedLocks(store, times), create, block_size)
 
     @classmethod
     def on(cls, store: Store, locks: Locks, create: bool = True,
@@ -253,6 +254,20 @@ class Repository:
         (``mover.repo.stale``); returns what was removed."""
         from mover.repo.stale import clean_stale
         return clean_stale(self, max_age)
+
+
+def _with_index_cache(store: Store) -> Store:
+    """``store`` behind a local cache of its pack indexes (``mover.repo.indexcache``), in
+    the cache directory of the repository's id; ``store`` itself for a new repository (or
+    one whose config cannot be read: ``on`` says why)."""
+    from mover.repo.indexcache import IndexCache, cache_root
+    try:
+        config = RepoConfig.parse(store.get(layout.CONFIG), layout.CONFIG)
+    except RepositoryError:
+        return store
+    if not re.fullmatch(r"[0-9a-f]{32}", config.id):   # it names a local directory
+        return store
+    return IndexCache(store, cache_root() / config.id / "index")
 
 
 def _create(store: Store, config: RepoConfig) -> RepoConfig:

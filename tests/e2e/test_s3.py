@@ -34,9 +34,12 @@ STALE = LEASE * 1.4
 
 
 def worker_env(lab: Lab, store: ObjectStore, gateway: int = 0) -> dict[str, str]:
-    """A worker's environment: only the AWS SDK's variables name the store."""
+    """A worker's environment: only the AWS SDK's variables name the store; each gateway
+    ("machine") has its own index cache."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    cache = Path(os.environ["XDG_CACHE_HOME"]) / f"machine-{gateway}"
     return {**base, **store.environment(gateway=gateway), "MOVER_PASSWORD": lab.password,
+            "XDG_CACHE_HOME": str(cache),
             "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "MOVER_LOCK_LEASE": str(LEASE)}
 
@@ -50,6 +53,13 @@ def run(env: dict[str, str], *args: str, timeout: float = 300) -> Run:
     proc = subprocess.run([sys.executable, "-m", "mover.cli", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
     return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(autouse=True)
+def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Index caches under the test's directory, not this machine's ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
 
 
 def backup_args(lab: Lab, vm: str, url: str, *extra: str) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from mover.errors import RepositoryError
 from mover.repo import Repository, layout
 from mover.repo.gc import collect
+from mover.repo.indexcache import IndexCache
 from mover.repo.leases import LeasedLocks, LeaseTimes
 from mover.repo.s3store import S3Store
 from mover_lab import ObjectStore
@@ -21,6 +23,13 @@ from mover_lab import ObjectStore
 from .test_repository import BS, VM, backup
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Index caches under the test's directory, not this machine's ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
 
 
 def url_of(store: S3Store) -> str:
@@ -45,6 +54,21 @@ def test_backup_forget_gc_verify_on_an_s3_url(
         assert repo.read_block(got.get(0)) == b"a" * BS      # its pack survived gc
     assert other.verify(read_data=True) == []
     assert list(repo.store.list(layout.LOCKS)) == []     # every lock object released
+
+
+def test_a_second_open_loads_pack_indexes_from_the_local_cache(
+        s3_env: ObjectStore, make_s3_store: Callable[..., S3Store], cache_home: Path) -> None:
+    url = url_of(make_s3_store())
+    writer = Repository.open(url, block_size=BS)
+    backup(writer, "20261125T021500Z-aaaaaa")
+    backup(writer, "20261126T021500Z-bbbbbb")
+    indexes = len(list(writer.store.list(layout.INDEX)))
+    first, second = Repository.open(url), Repository.open(url)
+    assert isinstance(first.store, IndexCache) and isinstance(second.store, IndexCache)
+    assert (first.store.hits, first.store.misses) == (0, indexes)
+    assert (second.store.hits, second.store.misses) == (indexes, 0)
+    assert second.store.directory == cache_home / "mover" / writer.config.id / "index"
+    assert second.verify(read_data=True) == []
 
 
 def test_a_new_bucket_is_created_by_a_backup_only(s3_env: ObjectStore) -> None:
