@@ -17,7 +17,7 @@ from mover.repo import Repository, layout
 from mover.repo.gc import collect
 from mover.repo.indexcache import IndexCache
 from mover.repo.leases import LeasedLocks, LeaseTimes
-from mover.repo.s3store import S3Store
+from mover.repo.s3store import REQUESTS, S3Store
 from mover_lab import ObjectStore
 
 from .test_repository import BS, VM, backup
@@ -63,7 +63,12 @@ def test_a_second_open_loads_pack_indexes_from_the_local_cache(
     backup(writer, "20261125T021500Z-aaaaaa")
     backup(writer, "20261126T021500Z-bbbbbb")
     indexes = len(list(writer.store.list(layout.INDEX)))
-    first, second = Repository.open(url), Repository.open(url)
+    gets = REQUESTS["GetObject"]
+    first = Repository.open(url)
+    assert REQUESTS["GetObject"] - gets == 2 + indexes       # config.json twice, indexes
+    gets = REQUESTS["GetObject"]
+    second = Repository.open(url)
+    assert REQUESTS["GetObject"] - gets == 2                 # the indexes from the cache
     assert isinstance(first.store, IndexCache) and isinstance(second.store, IndexCache)
     assert (first.store.hits, first.store.misses) == (0, indexes)
     assert (second.store.hits, second.store.misses) == (indexes, 0)
