@@ -16,6 +16,7 @@ from mover.jobs.reporting import BackupResult
 from mover.jobs.settings import BackupSettings
 from mover.pipeline.copy import PipelineSettings
 from mover.progress import BarReporter, JsonReporter, human_bytes
+from mover.repo.s3url import REPO, repo_location
 from mover.vsphere.address import ServerAddress, TlsPolicy
 from mover.vsphere.session import Credentials
 
@@ -35,7 +36,7 @@ def declare(sub: Commands,
     tls.add_argument("--insecure", action="store_true", help="do not verify the certificate")
     tls.add_argument("--thumbprint", help="pin the server certificate's SHA-256 fingerprint")
     b.add_argument("--vm", required=True, help="name, MoRef, instance UUID or inventory path")
-    b.add_argument("--repo", required=True, type=Path)
+    b.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     b.add_argument("--full", action="store_true", help="ignore the previous backup")
     b.add_argument("--read-all", action="store_true",
                    help="a full that reads every byte, without asking CBT what is allocated")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from mover.cli.runner import Commands
 from mover.jobs import maintenance
+from mover.repo.s3url import REPO, repo_location
 from mover.retention import RULES, KeepPolicy
 
 KEEP_HELP = {"last": "keep the N newest backups"} | {
@@ -20,7 +20,7 @@ def declare(sub: Commands,
             common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     f = sub.add_parser("forget", parents=[common],
                        help="remove backups by keep rules (their data goes at the next gc)")
-    f.add_argument("--repo", required=True, type=Path)
+    f.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     f.add_argument("--vm", help="only this VM's backups (name or instance UUID)")
     for rule in RULES:
         f.add_argument(f"--keep-{rule}", type=int, metavar="N", help=KEEP_HELP[rule])

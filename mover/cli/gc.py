@@ -5,19 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from mover.cli.runner import Commands
 from mover.errors import UsageError
 from mover.jobs import maintenance
 from mover.progress import human_bytes
+from mover.repo.s3url import REPO, repo_location
 
 
 def declare(sub: Commands,
             common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g = sub.add_parser("gc", parents=[common],
                        help="remove data no backup needs; waits for running backups")
-    g.add_argument("--repo", required=True, type=Path)
+    g.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     g.add_argument("--dry-run", action="store_true", help="count what would be freed")
     g.add_argument("--repack-threshold", type=float, default=0.5, metavar="FRACTION",
                    help="rewrite packs with more than this fraction of garbage (default 0.5)")

@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from mover.cli.runner import Commands
 from mover.progress import human_bytes
 from mover.repo import Repository
+from mover.repo.s3url import REPO, repo_location
 
 
 def declare(sub: Commands,
             common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ls = sub.add_parser("list", parents=[common], help="list the backups in a repository")
-    ls.add_argument("--repo", required=True, type=Path)
+    ls.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(run=run)
     return ls
 
 
 def run(args: argparse.Namespace) -> int:
-    repo_path: Path = args.repo
-    backups = Repository.open(repo_path, create=False).list_backups()
+    backups = Repository.open(args.repo, create=False).list_backups()
     if args.json:
         print(json.dumps({"status": "ok", "backups": [b.to_json() for b in backups]},
                          sort_keys=True))

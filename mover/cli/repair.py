@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from mover.cli.runner import Commands
 from mover.jobs import maintenance
+from mover.repo.s3url import REPO, repo_location
 
 
 def declare(sub: Commands,
             common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     rp = sub.add_parser("repair", parents=[common], help="rebuild pack indexes from the packs")
     rp.add_argument("what", choices=["index"])
-    rp.add_argument("--repo", required=True, type=Path)
+    rp.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(run=run)
     return rp

@@ -14,6 +14,7 @@ from mover.errors import UsageError
 from mover.jobs.restore import run_restore
 from mover.jobs.settings import RestoreSettings
 from mover.progress import human_bytes
+from mover.repo.s3url import REPO, repo_location
 
 # The job adds what the target holds (removed, unchanged, partly written, incomplete stream).
 STOPPED = "nothing more is written"
@@ -23,7 +24,7 @@ def declare(sub: Commands,
             common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     r = sub.add_parser("restore", parents=[common],
                        help="write one disk of a backup to an image file, a device or stdout")
-    r.add_argument("--repo", required=True, type=Path)
+    r.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     r.add_argument("--backup", required=True, help="backup ID (see mover list)")
     r.add_argument("--disk", required=True, type=int, help="disk key, e.g. 2000")
     r.add_argument("--output", required=True, type=Path,

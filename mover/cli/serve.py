@@ -9,13 +9,14 @@ from pathlib import Path
 
 from mover.cli.runner import Commands
 from mover.jobs.serve import ServeSettings, listen_address, run_serve
+from mover.repo.s3url import REPO, repo_location
 
 
 def declare(sub: Commands,
             common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", parents=[common], help="export one disk of a backup "
                         "read-only over NBD until SIGTERM/SIGINT (single-file restore)")
-    sv.add_argument("--repo", required=True, type=Path)
+    sv.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     sv.add_argument("--backup", required=True, help="backup ID (see mover list)")
     sv.add_argument("--disk", required=True, type=int, help="disk key, e.g. 2000")
     where = sv.add_mutually_exclusive_group(required=True)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from mover.cli.runner import Commands
 from mover.errors import IntegrityError, UsageError
 from mover.jobs import maintenance
+from mover.repo.s3url import REPO, repo_location
 
 
 def declare(sub: Commands,
             common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     v = sub.add_parser("verify", parents=[common], help="check a repository's indexes and chunks")
-    v.add_argument("--repo", required=True, type=Path)
+    v.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     v.add_argument("--backup", help="check only this backup")
     v.add_argument("--read-data", action="store_true", help="decode and hash every chunk")
     v.add_argument("--read-data-subset", metavar="K/N",

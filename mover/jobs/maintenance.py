@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from mover.errors import NotFoundError
 from mover.repo import Repository
 from mover.repo.gc import GcReport, collect, repair_index
+from mover.repo.s3url import RepoLocation
 from mover.repo.verify import Problem, verify
 from mover.retention import Candidate, KeepPolicy, select
 
@@ -28,7 +28,7 @@ class ForgetResult:
                 "forgotten": self.forgotten}
 
 
-def forget(repo_path: Path, policy: KeepPolicy, vm: str | None = None,
+def forget(repo_path: RepoLocation, policy: KeepPolicy, vm: str | None = None,
            dry_run: bool = False) -> ForgetResult:
     """Remove the backup records the policy does not keep (of one VM: name or instance
     UUID, or of all). Their chunks stay until ``gc``; no other backup is affected, since
@@ -58,12 +58,12 @@ def forget(repo_path: Path, policy: KeepPolicy, vm: str | None = None,
     return result
 
 
-def gc(repo_path: Path, dry_run: bool = False, repack_threshold: float = 0.5,
+def gc(repo_path: RepoLocation, dry_run: bool = False, repack_threshold: float = 0.5,
        note: Callable[[str], None] | None = None) -> GcReport:
     return collect(Repository.open(repo_path, create=False), dry_run, repack_threshold, note)
 
 
-def check(repo_path: Path, read_data: bool = False, subset: tuple[int, int] = (1, 1),
+def check(repo_path: RepoLocation, read_data: bool = False, subset: tuple[int, int] = (1, 1),
           backup_id: str | None = None) -> list[Problem]:
     repo = Repository.open(repo_path, create=False)
     if backup_id is not None:
@@ -72,5 +72,5 @@ def check(repo_path: Path, read_data: bool = False, subset: tuple[int, int] = (1
         return verify(repo, read_data, subset, backup_id)
 
 
-def repair(repo_path: Path) -> list[str]:
+def repair(repo_path: RepoLocation) -> list[str]:
     return repair_index(Repository.open(repo_path, create=False))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mover.canary import DEFAULT_BLOCKS
 from mover.pipeline.copy import PipelineSettings
+from mover.repo.s3url import RepoLocation
 from mover.vsphere.address import ServerAddress, TlsPolicy
 from mover.vsphere.session import Credentials
 
@@ -16,7 +17,7 @@ class BackupSettings:
     server: ServerAddress
     credentials: Credentials
     vm: str
-    repo: Path
+    repo: RepoLocation                  # a directory or s3://BUCKET/PREFIX
     tls: TlsPolicy = field(default_factory=TlsPolicy)
     full: bool = False                  # ignore the previous backup even when usable
     read_all: bool = False              # a full reading every byte, not asking CBT ("*")
@@ -31,7 +32,7 @@ class BackupSettings:
 
 @dataclass(frozen=True, slots=True)
 class RestoreSettings:
-    repo: Path
+    repo: RepoLocation                  # a directory or s3://BUCKET/PREFIX
     backup_id: str
     disk_key: int
     output: Path | None                 # None: standard output

@@ -21,8 +21,9 @@ stale          Pending backups and temporaries older than an hour whose writer i
 Durability order (never changes): a pack, then its pack index, then anything that names
 its chunks (journal segment, disk index, backup record).
 
-Locks (``mover.repo.locks``: flock files in ``locks/`` of a local repository)
------------------------------------------------------------------------------
+Locks (``mover.repo.locks``: flock files in ``locks/`` of a local repository; leased lock
+objects ``locks/<lock>/<x|s>-<holder>`` in an object store, ``mover.repo.leases``)
+-------------------------------------------------------------------------------------------
 ``repository``     shared by every pending backup, from ``begin`` to commit/abort.
 ``backup-<id>``    exclusive, held by the writer of pending backup ``<id>``.
 

@@ -138,12 +138,13 @@ def collect(repo: Repository, dry_run: bool = False, repack_threshold: float = 0
         lock = repo.locks.acquire(layout.LOCK_REPOSITORY)
     assert lock is not None
     try:
-        return _collect(repo, dry_run, repack_threshold, pack_target)
+        return _collect(repo, dry_run, repack_threshold, pack_target, lock.check)
     finally:
         lock.release()
 
 
-def _collect(repo: Repository, dry_run: bool, threshold: float, target: int) -> GcReport:
+def _collect(repo: Repository, dry_run: bool, threshold: float, target: int,
+             still_held: Callable[[], None]) -> GcReport:
     store, report = repo.store, GcReport(dry_run=dry_run)
     table = PackedChunks(store, repo.codec)       # fresh: what the repository holds now
     if table.damaged:
@@ -217,7 +218,9 @@ def _collect(repo: Repository, dry_run: bool, threshold: float, target: int) -> 
     if builder.entries:
         freed -= _write(store, builder, written)
         report.packs_written += 1
-    # 2. the index objects of removed packs, 3. the packs
+    # 2. the index objects of removed packs, 3. the packs. Each only while the lock is
+    # surely held: a leased lock that ran out lets backups in that may reuse these chunks.
+    still_held()
     doomed = {p for p in remove if layout.pack(p) not in written}
     for name, packs in indexes.items():
         if set(packs) & doomed and name not in written:
@@ -228,6 +231,7 @@ def _collect(repo: Repository, dry_run: bool, threshold: float, target: int) -> 
                 store.put(layout.index(index_id), data)
             store.delete(name)
             report.objects_deleted += 1
+    still_held()
     for pack_id in remove:
         if pack_id in doomed:
             store.delete(layout.pack(pack_id))
@@ -262,6 +266,8 @@ def repair_index(repo: Repository) -> list[str]:
             named.update(packs)
         # First: a rebuilt index has the name of the damaged one it replaces (names are
         # content hashes), so the damaged ones must go before the new ones are written.
+        if damaged:
+            lock.check()
         for name in damaged:
             store.delete(name)
             done.append(f"removed damaged pack index {name}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from mover.errors import IntegrityError
 from mover.repo import layout
@@ -40,8 +40,10 @@ def _encode(entries: Iterable[tuple[int, bytes | None]]) -> bytearray:
 class Journal:
     """The journal of one disk of one pending backup. One writer (the disk's copy)."""
 
-    def __init__(self, store: Store, vm: str, backup_id: str, key: int) -> None:
+    def __init__(self, store: Store, vm: str, backup_id: str, key: int,
+                 guard: Callable[[], None] | None = None) -> None:
         self.store = store
+        self._guard = guard      # called before each segment is written (lease check)
         self.prefix = layout.journal_prefix(vm, backup_id, key)
         self._vm, self._id, self._key = vm, backup_id, key
         self._next = self._last() + 1
@@ -70,6 +72,8 @@ class Journal:
     def _put(self, data: bytearray, force: bool = False) -> None:
         if not data and not force:
             return
+        if self._guard is not None:
+            self._guard()
         while not self.store.put(layout.journal_segment(self._vm, self._id, self._key,
                                                         self._next), data):
             self._next += 1  # taken: an earlier writer of this backup got there first

@@ -10,8 +10,10 @@
     backups/<vm>/<backup id>/disk-<key>.idx          the fixed index of one disk
     backups/<vm>/<backup id>/checkpoint.json         a pending backup's resume state
     backups/<vm>/<backup id>/journal-<key>/<seq>     blocks a pending backup stored durably
+    locks/<lock>/<x|s>-<holder>                      a leased lock object (object stores)
 
-Locks are named here too (``lock_*``) and held by a ``mover.repo.locks.Locks``.
+Locks are named here too (``lock_*``) and held by a ``mover.repo.locks.Locks``; on an
+object store each holder of lock ``<lock>`` keeps one object (``mover.repo.leases``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ INDEX = "index/"
 BACKUPS = "backups/"
 RECORD = "backup.json"
 CHECKPOINT = "checkpoint.json"
+LOCKS = "locks/"
 
 LOCK_REPOSITORY = "repository"
 """Held shared by every pending backup from ``begin`` to commit or abort, and by restore
@@ -114,3 +117,22 @@ def split_backup(name: str) -> tuple[str, str, str] | None:
 def lock_backup(backup_id: str) -> str:
     """Held exclusively by the one process writing pending backup ``backup_id``."""
     return f"backup-{check_component('backup id', backup_id)}"
+
+
+def lock_prefix(lock: str) -> str:
+    """The prefix of every holder's object of lock ``lock`` (a leased lock)."""
+    return f"{LOCKS}{check_component('lock name', lock)}/"
+
+
+def lock_object(lock: str, exclusive: bool, holder: str) -> str:
+    """The object of one holder of a leased lock: ``x-`` exclusive, ``s-`` shared."""
+    return f"{lock_prefix(lock)}{'x' if exclusive else 's'}-{check_component('holder', holder)}"
+
+
+def split_lock(name: str) -> tuple[str, bool, str] | None:
+    """``locks/<lock>/<x|s>-<holder>`` as (lock, exclusive, holder), or None."""
+    parts = name.split("/")
+    if len(parts) != 3 or parts[0] + "/" != LOCKS or parts[2][:2] not in ("x-", "s-") \
+            or not _COMPONENT.fullmatch(parts[1]) or not _COMPONENT.fullmatch(parts[2][2:]):
+        return None
+    return parts[1], parts[2][0] == "x", parts[2][2:]

@@ -4,8 +4,10 @@ in-process implementation for tests on the memory store.
 Lock names come from ``mover.repo.layout``. A lock is *shared* (many holders) or
 *exclusive* (one); ``acquire`` waits, or with ``wait=False`` returns None at once when a
 conflicting holder exists. Contract: a holder that dies (its process ends) releases its
-locks; ``release`` is idempotent. For an object store, leased lock objects are the next
-implementation (a lease that is refreshed and can go stale).
+locks (a leased lock: after its lease); ``release`` is idempotent; ``check`` raises
+RepositoryError when the lock may no longer be held, and every writer calls it before it
+writes anything that names chunks (a flock or an in-process lock cannot be lost, so for
+them it is a no-op). Leased lock objects on an object store are ``mover.repo.leases``.
 
 ``FileLocks``: the kernel drops a flock when its holder closes the file or dies, so a
 crashed writer never leaves a lock held. flock locks are per open file, so two threads of
@@ -27,6 +29,10 @@ from mover.repo.ioerrors import io_error
 
 class Lock(Protocol):
     def release(self) -> None: ...
+
+    def check(self) -> None:
+        """RepositoryError if this lock may have been lost (a lease that ran out)."""
+        ...
 
 
 class Locks(Protocol):
@@ -59,6 +65,9 @@ class FileLock:
         finally:
             os.close(self._fd)
             self._fd = -1
+
+    def check(self) -> None:
+        """A flock is held until released or the process ends."""
 
 
 class FileLocks:
@@ -129,6 +138,9 @@ class _MemoryLock:
         if self._held:
             self._held = False
             self._owner._release(self._name, self._shared)
+
+    def check(self) -> None:
+        """Held until released."""
 
 
 class MemoryLocks:

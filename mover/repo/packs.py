@@ -11,7 +11,8 @@ record name those chunks.
 ``has`` is answered from the chunk table (``ChunkTable``, 44 bytes per chunk), which holds
 the repository's pack indexes (loaded at open, and again by ``refresh``) and this process's
 own chunks, including those not yet written. Another process's chunks are seen after a
-``refresh``; until then a chunk may be stored twice, which costs space, never data.
+``refresh`` (at ``begin``, and after a ``sync`` now and then: ``REFRESH_EVERY``); until
+then a chunk may be stored twice, which costs space, never data.
 
 A pack write that fails breaks the store for this process: every later call raises the
 same error, because chunks of the lost pack are in the table but not in the repository.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import threading
 
+from mover import clock
 from mover.errors import IntegrityError, ObjectMissing, RepositoryError
 from mover.repo import layout
 from mover.repo.chunktable import ChunkTable
@@ -30,6 +32,12 @@ from mover.repo.store import Store
 
 PACK_TARGET = 16 * 1024 * 1024
 """Bytes of encoded chunks per pack before it is sealed (docs/performance.md: why 16 MiB)."""
+REFRESH_EVERY = 10.0
+"""Seconds: a ``sync`` reloads the pack indexes other writers wrote at most this often, so
+that workers backing up at the same time deduplicate against each other. Never more than
+5% of the time either: the LIST of ``index/`` grows with the repository (0.26 s per 1,000
+index objects on the lab's RGW)."""
+REFRESH_SHARE = 20
 SPARE_BUFFERS = 2
 """Buffers of written packs kept for the next ones (besides the open pack's)."""
 
@@ -67,6 +75,9 @@ class PackedChunks:
         self._spare: list[bytearray] = []           # buffers of written packs, for reuse
         self._broken: RepositoryError | None = None
         self.damaged: list[str] = []                # index objects that failed to parse
+        self._refreshing = threading.Lock()         # one refresh at a time
+        self._refreshed_at = 0.0                    # clock.monotonic() of the last one
+        self._refresh_cost = 0.0                    # seconds it took
         self.refresh()
 
     # -- reading the repository's indexes -------------------------------------------------
@@ -75,6 +86,20 @@ class PackedChunks:
         """Load pack index objects written since the last refresh; returns how many. If any
         loaded index is gone (gc removed or replaced it), the table is rebuilt from scratch:
         it may name packs that no longer exist."""
+        with self._refreshing:
+            started = clock.monotonic()
+            loaded = self._refresh()
+            self._refreshed_at = clock.monotonic()
+            self._refresh_cost = self._refreshed_at - started
+            return loaded
+
+    def _refresh_now_and_then(self) -> None:
+        wait = max(REFRESH_EVERY, REFRESH_SHARE * self._refresh_cost)
+        if clock.monotonic() - self._refreshed_at < wait or self._refreshing.locked():
+            return
+        self.refresh()
+
+    def _refresh(self) -> int:
         present = list(self.store.list(layout.INDEX))
         with self._lock:
             if self._loaded - set(present):
@@ -167,6 +192,7 @@ class PackedChunks:
         self.drain()
         with self._lock:
             self._check()
+        self._refresh_now_and_then()
 
     def drain(self) -> None:
         """Wait until no pack is being written (whether or not the writes succeed). The

@@ -42,6 +42,7 @@ class PendingBackup:
     def write_index(self, key: int, index: FixedIndex) -> None:
         """Store the index of disk ``key`` (replacing an earlier one of this backup)."""
         self._check_open()
+        self.check_locks()
         self.store.put(layout.disk_index(self.vm_instance_uuid, self.backup_id, key),
                        index.to_bytes(), replace=True)
         with self._guard:
@@ -60,7 +61,8 @@ class PendingBackup:
 
     def journal(self, key: int) -> Journal:
         self._check_open()
-        return Journal(self.store, self.vm_instance_uuid, self.backup_id, key)
+        return Journal(self.store, self.vm_instance_uuid, self.backup_id, key,
+                       guard=self.check_locks)
 
     def rewrite_journal(self, key: int, index: FixedIndex, done: bytes | bytearray,
                         sync: Callable[[], None]) -> None:
@@ -86,6 +88,7 @@ class PendingBackup:
         if missing:
             raise RepositoryError(f"backup {record.id}: no index written for disks {missing}")
         record.status = "committed"
+        self.check_locks()
         data = json.dumps(record.to_json(), indent=2, sort_keys=True).encode() + b"\n"
         if not self.store.put(layout.record(self.vm_instance_uuid, self.backup_id), data):
             raise RepositoryError(f"backup {record.id} is already committed")
@@ -110,6 +113,13 @@ class PendingBackup:
         with contextlib.suppress(RepositoryError):  # what is left, clean_stale sweeps
             remove_pending(self.store, self.prefix)
         self._finish()
+
+    def check_locks(self) -> None:
+        """RepositoryError if a lock of this backup may have been lost (a leased lock whose
+        lease ran out while the process was paused): then gc may have run, and nothing
+        that names chunks may be written any more (``mover.repo.leases``)."""
+        for lock in self._held:
+            lock.check()
 
     def _check_open(self) -> None:
         if self._done:

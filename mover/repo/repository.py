@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +19,8 @@ from mover.repo.localstore import LocalStore
 from mover.repo.locks import FileLocks, Lock, Locks
 from mover.repo.packs import PACK_TARGET, PackedChunks
 from mover.repo.pending import PendingBackup, read_checkpoint, remove_pending
-from mover.repo.readonly import ReadOnlyLocks, ReadOnlyStore
 from mover.repo.records import BackupRecord
-from mover.repo.s3url import is_s3_url
+from mover.repo.s3url import RepoLocation, is_s3_url
 from mover.repo.store import Store
 
 # Names a directory may already hold and still become a repository (a fresh mount point).
@@ -44,33 +44,28 @@ class Repository:
         return self.store.describe()
 
     @classmethod
-    def open(cls, path: Path | str, create: bool = True,
+    def open(cls, path: RepoLocation, create: bool = True,
              block_size: int | None = None) -> Repository:
         """Open the repository directory ``path``, creating it (with ``block_size``) if
         ``create``. See :meth:`on`.
 
         ``path`` may be a URL ``s3://BUCKET/PREFIX`` (endpoint and credentials from the AWS
-        SDK's environment): such a repository is opened *read-only* (list, restore,
-        verify) until leased locks on object storage exist; ``create`` (what a backup
-        asks for) is refused then, before anything is written."""
+        SDK's environment, ``mover.repo.s3store``); its locks are leased lock objects in
+        the bucket (``mover.repo.leases``), and ``create`` creates a missing bucket."""
         if isinstance(path, str) and is_s3_url(path):
-            return cls._open_s3(path, create)
+            return cls._open_s3(path, create, block_size)
         root = Path(path).absolute()
         if create and root.exists() and not root.is_dir():
             raise RepositoryError(f"{root} is not a directory; choose a new or empty one")
         return cls.on(LocalStore(root), FileLocks(root / "locks"), create, block_size)
 
     @classmethod
-    def _open_s3(cls, url: str, create: bool) -> Repository:
-        reason = (f"{url} is an S3 repository, which this mover opens read-only (list, "
-                  "restore, verify): backups, forget and gc there need leased locks on "
-                  "the object store, which come next; back up into a directory for now "
-                  "(it can be copied to the bucket as it is, and restored from there)")
-        if create:
-            raise RepositoryError(reason)
+    def _open_s3(cls, url: str, create: bool, block_size: int | None) -> Repository:
+        from mover.repo.leases import LeasedLocks, LeaseTimes
         from mover.repo.s3store import S3Store  # boto3 loads in 0.2 s: only when used
-        store = S3Store.from_url(url, create_bucket=False)
-        return cls.on(ReadOnlyStore(store, reason), ReadOnlyLocks(reason), create=False)
+        times = LeaseTimes.from_environment()
+        store = S3Store.from_url(url, create_bucket=create)
+        return cls.on(_with_index_cache(store), LeasedLocks(store, times), create, block_size)
 
     @classmethod
     def on(cls, store: Store, locks: Locks, create: bool = True,
@@ -259,6 +254,20 @@ class Repository:
         (``mover.repo.stale``); returns what was removed."""
         from mover.repo.stale import clean_stale
         return clean_stale(self, max_age)
+
+
+def _with_index_cache(store: Store) -> Store:
+    """``store`` behind a local cache of its pack indexes (``mover.repo.indexcache``), in
+    the cache directory of the repository's id; ``store`` itself for a new repository (or
+    one whose config cannot be read: ``on`` says why)."""
+    from mover.repo.indexcache import IndexCache, cache_root
+    try:
+        config = RepoConfig.parse(store.get(layout.CONFIG), layout.CONFIG)
+    except RepositoryError:
+        return store
+    if not re.fullmatch(r"[0-9a-f]{32}", config.id):   # it names a local directory
+        return store
+    return IndexCache(store, cache_root() / config.id / "index")
 
 
 def _create(store: Store, config: RepoConfig) -> RepoConfig:

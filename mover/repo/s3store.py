@@ -51,6 +51,7 @@ import itertools
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -78,6 +79,11 @@ MAX_REQUESTS = 16
 DELETE_BATCH = 1000     # keys per DeleteObjects, S3's limit
 CONFLICT_RETRIES = 5    # 409 ConditionalRequestConflict: asked again this many times in all
 MAX_ATTEMPTS = 6        # in all, the first included: about 15 s of backoff (30 s at worst)
+
+REQUESTS: Counter[str] = Counter()
+"""HTTP requests this process sent to object stores, by S3 operation (``PutObject``, ...),
+retries included: what a request-priced store bills (the bench reports requests per GiB)."""
+_REQUESTS_GUARD = threading.Lock()
 
 _MISSING = {"NoSuchKey", "NotFound", "404"}
 _CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
@@ -133,6 +139,9 @@ class S3Store:
         self.page_size = page_size
         self.conditional = conditional
         self._slots = threading.BoundedSemaphore(max_requests)
+        # Once per client, however many stores share it (the unique id deduplicates).
+        client.meta.events.register("before-send.s3", _count_request,
+                                    unique_id="mover-count-requests")
 
     @classmethod
     def from_url(cls, url: str, *, create_bucket: bool = False, **options: Any) -> S3Store:
@@ -448,6 +457,12 @@ class S3Store:
                 "reached; check AWS_ENDPOINT_URL and that the store is running (a backup "
                 "resumes where it stopped)")
         return RepositoryError(f"cannot {what} {where} ({self.endpoint}): {exc}")
+
+
+def _count_request(event_name: str = "", **_: Any) -> None:
+    """botocore's ``before-send.s3.<Operation>`` hook: one HTTP request about to go out."""
+    with _REQUESTS_GUARD:
+        REQUESTS[event_name.rsplit(".", 1)[-1]] += 1
 
 
 def _code(exc: ClientError) -> str:

@@ -7,8 +7,10 @@ from the URL or the command line, so no secret ends up in a job file, a process 
 
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 # S3's rules for new buckets (3-63 characters; lower-case letters, digits, dots and hyphens;
 # starting and ending with a letter or digit), without dotted ones that look like addresses.
@@ -57,3 +59,20 @@ def parse_s3_url(url: str) -> S3Location:
         raise ValueError(f"{url!r}: the prefix {prefix!r} must be name components of "
                          "letters, digits and '._-' separated by single '/'")
     return S3Location(bucket, prefix)
+
+
+REPO = "DIR|s3://BUCKET/PREFIX"   # --repo's metavar
+RepoLocation = Path | str
+"""Where a repository is: a directory, or an ``s3://BUCKET/PREFIX`` URL (kept as the text)."""
+
+
+def repo_location(text: str) -> RepoLocation:
+    """``--repo``'s argument type: an s3:// URL (checked here, so a bad one is a usage error
+    naming what is wrong) or a directory path."""
+    if not is_s3_url(text):
+        return Path(text)
+    try:
+        parse_s3_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text

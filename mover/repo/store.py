@@ -6,8 +6,8 @@ relative, ``/``-separated, made by ``mover.repo.layout`` and nowhere else: no ot
 of mover builds a path or a key.
 
 Implementations: ``LocalStore`` (a directory), ``MemoryStore`` (tests), ``FaultyStore`` (a
-wrapper that injects failures, for tests), ``S3Store`` (a bucket: ``mover.repo.s3store``),
-``ReadOnlyStore`` (a wrapper refusing writes). One contract suite
+wrapper that injects failures, for tests), ``S3Store`` (a bucket: ``mover.repo.s3store``).
+One contract suite
 (``tests/unit/test_store.py``) runs over every implementation, S3 against Ceph RGW.
 """
 

@@ -223,3 +223,25 @@ def test_a_damaged_pack_index_is_skipped_and_named() -> None:
     store.put(name, b"garbage", replace=True)
     reader = PackedChunks(store, codec)
     assert reader.damaged == [name] and not reader.has(codec.digest(a))
+
+
+def test_a_sync_now_and_then_sees_what_other_writers_stored(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workers backing up at once deduplicate against each other: a sync reloads the
+    pack indexes others wrote, at most every REFRESH_EVERY seconds."""
+    from mover import clock
+    from mover.repo.packs import REFRESH_EVERY
+
+    now = [100.0]
+    monkeypatch.setattr(clock, "monotonic", lambda: now[0])
+    store, codec = MemoryStore(), ChunkCodec(3)
+    first, second = PackedChunks(store, codec), PackedChunks(store, codec)
+    block = os.urandom(4096)
+    digest = first.digest(block)
+    first.put(digest, block)
+    first.sync()
+    second.sync()
+    assert not second.has(digest)                 # refreshed too recently
+    now[0] += REFRESH_EVERY + 0.1
+    second.sync()
+    assert second.has(digest) and second.put(digest, block) == 0
