@@ -63,6 +63,14 @@ def parser() -> argparse.ArgumentParser:
                    help="mover snapshots of other repositories or hosts older than this are "
                    "removed as orphans; younger ones make the backup refuse")
     b.add_argument("--quiesce", action="store_true", help="quiesce the guest file systems")
+    b.add_argument("--quiesce-fallback", action="store_true",
+                   help="when quiescing fails 3 times, take a crash-consistent snapshot "
+                   "(with a warning) instead of failing")
+    b.add_argument("--busy-wait", type=float, default=300.0, metavar="SECONDS",
+                   help="wait this long for a VM busy with another tool's snapshot or "
+                   "consolidation (default 300)")
+    b.add_argument("--no-consolidate", action="store_true",
+                   help="only warn when vSphere says the VM needs disk consolidation")
     b.add_argument("--no-enable-cbt", action="store_true",
                    help="fail instead of enabling CBT on a VM that has it off")
     b.add_argument("--block-size", type=int, help="block size in MiB of a NEW repository")
@@ -217,6 +225,8 @@ def _backup(args: argparse.Namespace) -> int:
         vm=args.vm, repo=args.repo,
         tls=TlsPolicy(insecure=args.insecure, thumbprint=args.thumbprint),
         full=args.full, read_all=args.read_all, quiesce=args.quiesce,
+        quiesce_fallback=args.quiesce_fallback, busy_wait=_busy_wait(args.busy_wait),
+        consolidate=not args.no_consolidate,
         enable_cbt=not args.no_enable_cbt, orphan_age=_orphan_age(args.orphan_age),
         block_size=args.block_size * MiB if args.block_size else None,
         parallel_disks=max(1, args.parallel_disks),
@@ -236,6 +246,12 @@ def _backup(args: argparse.Namespace) -> int:
         for warning in result.warnings:
             print(f"mover: warning: {warning}", file=sys.stderr)
     return result.exit_status()
+
+
+def _busy_wait(seconds: float) -> float:
+    if not seconds >= 0:
+        raise UsageError("--busy-wait must be at least 0 seconds")
+    return seconds
 
 
 def _orphan_age(hours: float) -> float:

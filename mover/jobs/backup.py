@@ -16,7 +16,7 @@ from mover import clock
 from mover.aio import finish, first_error
 from mover.errors import RepositoryError, UnsupportedVMError
 from mover.extents import total
-from mover.jobs import canary, orphans
+from mover.jobs import canary, eligibility, orphans
 from mover.jobs.control import ControlPlane
 from mover.jobs.dataplane import DataPlane
 from mover.jobs.keepalive import SessionCookie
@@ -24,7 +24,7 @@ from mover.jobs.planning import DiskPlan, Planner
 from mover.jobs.reporting import BackupResult, DiskResult, Reporter
 from mover.jobs.resume import Checkpoint, disk_checkpoint
 from mover.jobs.settings import BackupSettings
-from mover.jobs.snapshot import BackupSnapshot
+from mover.jobs.snapshot import BackupSnapshot, SnapshotPolicy
 from mover.pipeline.copy import CopyStats, PipelineSettings, copy_disk
 from mover.pipeline.transport import Transport
 from mover.repo import BackupRecord, DiskRecord, Repository
@@ -98,6 +98,7 @@ class BackupRun:
         mover's orphaned snapshots (refusing if another run's live snapshot is there), and
         make CBT active."""
         refuse_encrypted(self.vm, self.vm.disks)
+        eligibility.refuse_unsnapshottable(self.vm)
         await asyncio.to_thread(self._find_resumable)
         spare = self.resuming.snapshot_moref if self.resuming is not None else None
         removed = await orphans.clear(self.control, self.session, self.vm, self.repo, spare,
@@ -181,7 +182,7 @@ class BackupRun:
         tag = orphans.owner(self.repo, self.backup_id, self.created).tag()
         return BackupSnapshot(
             self.control, self.session, self.vm, self.snapshot_name,
-            f"mover backup {self.backup_id}.", tag, self.settings.quiesce,
+            f"mover backup {self.backup_id}.", tag, SnapshotPolicy.of(self.settings),
             self.resuming.snapshot_moref if self.resuming is not None else None,
             self.result.snapshot, self.result.warnings, self.reporter.note)
 

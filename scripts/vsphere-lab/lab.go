@@ -69,6 +69,11 @@ type labVM struct {
 	history    []*snapRec // every snapshot ever created
 	// vappFolder is vcsim's parent of a VM in a vApp, hidden from clients (vms.go)
 	vappFolder *types.ManagedObjectReference
+	// keepDeltas: the next removal leaves its delta unmerged (fault consolidationNeeded);
+	// unmerged lists, per disk, the frozen layers whose delta above still waits for
+	// ConsolidateVMDisks_Task (snapfaults.go)
+	keepDeltas bool
+	unmerged   map[int32][]*layer
 }
 
 type snapRec struct {
@@ -182,8 +187,22 @@ func (l *Lab) reconcile(vm *labVM) {
 
 	// Removed snapshots: merge the delta above each one's frozen layer into it.
 	vm.snaps = kept
+	keep := vm.keepDeltas
+	vm.keepDeltas = false
 	for _, s := range gone {
 		s.removed = true
+		if keep {
+			if vm.unmerged == nil {
+				vm.unmerged = map[int32][]*layer{}
+			}
+			for _, d := range vm.disks {
+				if f := s.frozen[d.key]; f != nil {
+					vm.unmerged[d.key] = append(vm.unmerged[d.key], f)
+				}
+			}
+			l.setConsolidationNeeded(vm, true)
+			continue
+		}
 		for _, d := range vm.disks {
 			idx := d.layerIndex(s.frozen[d.key])
 			if idx < 0 {
@@ -263,6 +282,9 @@ func (l *Lab) backing(d *disk, idx int, changeID string) *types.VirtualDiskFlatV
 		Uuid:            d.uuid,
 		ChangeId:        changeID,
 		KeyId:           d.keyID,
+	}
+	if d.multiWriter {
+		b.Sharing = string(types.VirtualDiskSharingSharingMultiWriter)
 	}
 	if idx > 0 {
 		b.Parent = l.backing(d, idx-1, "")

@@ -150,6 +150,17 @@ func (l *Lab) serveSOAP(w http.ResponseWriter, r *http.Request) {
 			l.failSnapshot(w, call)
 			return
 		}
+		if fault != nil && fault.Kind == "quiesceFault" && wantsQuiesce(call) {
+			l.failQuiesce(w, call) // snapfaults.go
+			return
+		}
+	case "RemoveSnapshot_Task":
+		if fault != nil && fault.Kind == "consolidationNeeded" {
+			l.consolidateLater(call)
+		}
+	case "ConsolidateVMDisks_Task":
+		l.consolidateDisks(w, call)
+		return
 	}
 
 	// Let vcsim answer into a buffer, so hooks can run before the client sees the reply.
