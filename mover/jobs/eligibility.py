@@ -5,7 +5,7 @@ reason and the fix; nothing is created, nothing is read.
 - a **template** (``config.template``): vSphere refuses snapshots of templates;
 - a **multi-writer** disk (``backing.sharing`` ``sharingMultiWriter``, clustered
   databases and file systems): snapshots of VMs with such disks are not supported (VMware
-  KB 1034165 [322129], "Enabling or disabling simultaneous write protection provided by
+  KB 1034165, "Enabling or disabling simultaneous write protection provided by
   VMFS using the multi-writer flag");
 - a **physical-mode RDM** (``RawDiskMappingVer1BackingInfo``, ``physicalMode``): the LUN's
   SCSI commands pass through to the array, so ESXi can neither snapshot nor track it.
