@@ -199,8 +199,7 @@ def _subparsers(top: argparse.ArgumentParser) -> dict[str, argparse.ArgumentPars
 
 def _fail(exc: MoverError, as_json: bool) -> int:
     if as_json:
-        print(json.dumps({"status": "failed", "error": {"kind": exc.kind, "message": str(exc),
-                                                        "exit_code": exc.exit_code}}))
+        print(json.dumps({"status": "failed", "error": exc.to_json()}))
     print(f"mover: error: {exc}", file=sys.stderr)
     return exc.exit_code
 

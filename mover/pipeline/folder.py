@@ -18,7 +18,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from mover.errors import AuthenticationError, TransportError
+from mover.errors import AuthenticationError, PermissionDenied, TransportError
 
 log = logging.getLogger(__name__)
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -86,6 +86,8 @@ class FolderTransport:
         refused = await self._read(offset, buf, cookie, where)
         if refused is None:
             return
+        if refused == 403:
+            raise forbidden(where, offset)
         log.info("reading %s: HTTP %d, renewing the session cookie", where, refused)
         cookie = await self._cookie.refresh(cookie)
         refused = await self._read(offset, buf, cookie, where)
@@ -134,6 +136,17 @@ class FolderTransport:
         """The shared HTTP session belongs to the caller; nothing of ours to release."""
 
 
+def forbidden(where: str, offset: int | None = None) -> PermissionDenied:
+    """HTTP 403: the session is valid (an expired one is 401) but the user may not read
+    the file; logging in again does not help. /folder names no privilege: a read needs
+    Datastore.Browse (mover.vsphere.privileges.FOLDER_READ) on the datastore."""
+    return PermissionDenied(
+        f"reading {where}: the host refused the file (HTTP 403 Forbidden): the user lacks "
+        "the vSphere privilege Datastore.Browse (and Datastore.FileManagement) on the "
+        "datastore; grant it to the user's role (README, \"vSphere privileges\")",
+        privilege="Datastore.Browse", object=where, offset=offset)
+
+
 def _transient_status(status: int) -> bool:
     """Server errors, request timeout and throttling may pass; other answers will not."""
     return status >= 500 or status in (408, 429)
@@ -179,6 +192,8 @@ async def read_small(http: aiohttp.ClientSession, url: URL, cookie: CookieSource
         try:
             async with asyncio.timeout(timeout):
                 async with http.get(url, headers=headers, ssl=ssl_) as resp:
+                    if resp.status == 403:
+                        raise forbidden(where)
                     if resp.status in (401, 403) and attempt == 1:
                         value = await cookie.refresh(value)
                         continue

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from mover import clock
 from mover.errors import VSphereError
+from mover.vsphere.privileges import permission_denied
 from mover.vsphere.session import Session
 from mover.vsphere.vmomi import vim
 
@@ -25,7 +26,13 @@ def run_task(session: Session, invoke: Callable[[], Any], what: str,
     expires while we poll it is renewed and the same task polled on."""
 
     def start_and_wait() -> Any:
-        task = session.call(invoke)
+        try:
+            task = session.call(invoke)
+        except vim.fault.NoPermission as exc:
+            denied = permission_denied(exc, what)
+            if denied is None:
+                raise
+            raise denied from exc
         return wait(task, what, read=lambda: session.call(lambda: task.info))
 
     return retry_busy(start_and_wait, what, busy_wait)
@@ -42,6 +49,9 @@ def wait(task: Any, what: str, timeout: float = 3600.0, poll: float = 0.1,
         if info.state == vim.TaskInfo.State.success:
             return info.result
         if info.state == vim.TaskInfo.State.error:
+            denied = permission_denied(info.error, what)
+            if denied is not None:
+                raise denied from _as_exc(info.error)
             raise VSphereError(f"{what} failed: {fault_message(info.error)}") from _as_exc(
                 info.error)
         if clock.monotonic() > deadline:

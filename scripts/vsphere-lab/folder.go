@@ -55,6 +55,9 @@ func (l *Lab) serveFolder(w http.ResponseWriter, r *http.Request) {
 		case "status500":
 			http.Error(w, "injected: internal error", http.StatusInternalServerError)
 			return
+		case "status403":
+			denyFolder(w) // privileges.go
+			return
 		}
 	}
 	f, err := os.Open(filepath.Join(dir, filepath.FromSlash(rel)))

@@ -136,6 +136,11 @@ func (l *Lab) serveSOAP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if fault != nil && fault.Kind == "noPermission" {
+		l.denySOAP(w, call) // privileges.go
+		return
+	}
+
 	if fault != nil && fault.Kind == "fileFault" {
 		writeFault(w, "Error caused by file "+call.method+" (injected)", &types.FileFault{File: "injected"})
 		return
