@@ -91,6 +91,9 @@ def parser() -> argparse.ArgumentParser:
                    help="attempts per read on transient faults (1: no retries)")
     b.add_argument("--retry-budget", type=int, default=knobs.retry_budget, metavar="N",
                    help="retries the whole job may make, all disks together")
+    b.add_argument("--host-wait", type=float, default=knobs.host_wait, metavar="SECONDS",
+                   help="how long a disk may wait in all on a host answering 503 (busy) or "
+                   "500 (disk locked by another reader), plus 10 s per GiB of the disk")
     b.add_argument("--keepalive", type=float, default=knobs.keepalive, metavar="SECONDS",
                    help="ping the vSphere session this often while copying (0: never)")
     b.add_argument("--checkpoint-every", type=int, default=knobs.sync_every // MiB,
@@ -265,13 +268,14 @@ def _pipeline(args: argparse.Namespace) -> PipelineSettings:
                              ("--read-attempts", args.read_attempts >= 1, "at least 1"),
                              ("--retry-budget", args.retry_budget >= 0, "at least 0"),
                              ("--keepalive", args.keepalive >= 0, "at least 0"),
+                             ("--host-wait", args.host_wait >= 0, "at least 0"),
                              ("--checkpoint-every", args.checkpoint_every >= 1, "at least 1")):
         if not ok:
             raise UsageError(f"{option} must be {rule}")
     return PipelineSettings(fetchers=max(1, args.fetchers), read_timeout=args.read_timeout,
                             idle_timeout=args.idle_timeout, read_attempts=args.read_attempts,
                             retry_budget=args.retry_budget, keepalive=args.keepalive,
-                            sync_every=args.checkpoint_every * MiB)
+                            host_wait=args.host_wait, sync_every=args.checkpoint_every * MiB)
 
 
 def _run_async(coro: Coroutine[Any, Any, T]) -> T:

@@ -341,6 +341,7 @@ class BackupRun:
             zero_blocks=stats.zero_blocks, new_chunks=stats.new_chunks,
             dedup_chunks=stats.dedup_chunks, seconds=stats.seconds,
             resumed_blocks=plan.resumed_blocks, retries=plane.retries(disk.key),
+            host_waits=plane.host_waits(disk.key),
             merged_blocks=stats.merged_blocks, base_seconds=stats.base_seconds,
             refetched_blocks=stats.refetched_blocks, canary_blocks=check.blocks,
             canary_bytes=check.bytes_read, canary_seconds=check.seconds,

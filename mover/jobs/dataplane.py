@@ -3,6 +3,7 @@ keepalive, and the one place where a disk's transport is built and its wrappers 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import types
@@ -16,7 +17,13 @@ from mover.jobs.keepalive import Keepalive, SessionCookie
 from mover.jobs.settings import BackupSettings
 from mover.pipeline.folder import FolderTransport, folder_url, read_small, ssl_setting
 from mover.pipeline.process import BlockProcessor, BlockSource, ChunkSink
-from mover.pipeline.retry import RetryBudget, RetryingTransport, RetryPolicy
+from mover.pipeline.retry import (
+    HOST_FAULTS,
+    RetryBudget,
+    RetryingTransport,
+    RetryPolicy,
+    host_wait_budget,
+)
 from mover.pipeline.transport import Transport
 from mover.vsphere.disks import DiskInfo
 from mover.vsphere.session import COOKIE_NAME
@@ -48,6 +55,7 @@ class DataPlane:
                                                  pipeline.retry_base_delay))
         self._keepalive = Keepalive(cookie.keepalive, pipeline.keepalive)
         self._transports: dict[int, RetryingTransport] = {}
+        self._descriptor_waits: dict[int, dict[str, int]] = {}
         self._http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> DataPlane:
@@ -75,14 +83,36 @@ class DataPlane:
         assert self._http is not None, "use DataPlane as an async context manager"
         url = folder_url(self.settings.server.base_url, disk.datastore, disk.descriptor_path,
                          datacenter)
-        attempt = 0
+        pipeline = self.settings.pipeline
+        # a busy or locking host is waited for as the disk's reads are (mover.pipeline.retry)
+        patience = host_wait_budget(disk.capacity, pipeline.host_wait, pipeline.host_wait_per_gib)
+        deadline = clock.monotonic() + patience
+        attempt = refusals = 0
         while True:
-            attempt += 1
             try:
                 body = await read_small(self._http, url, self.cookie, COOKIE_NAME, self._ssl,
                                         timeout=self.settings.pipeline.read_timeout)
                 return body.decode("utf-8", errors="replace")
             except TransportError as exc:
+                if exc.transient and exc.fields.get("fault") in HOST_FAULTS:
+                    left = deadline - clock.monotonic()
+                    if left <= 0:
+                        raise TransportError(
+                            f"{exc}: the host kept refusing the descriptor of disk {disk.key} "
+                            f"for {patience:.0f} s, the disk's time budget (--host-wait plus "
+                            "10 s per GiB); retry when the other tool is done, or give a "
+                            "longer --host-wait", transient=True, disk=disk.key,
+                            fault=exc.fields["fault"], waited=round(patience, 3),
+                            budget=patience) from exc
+                    refusals += 1
+                    waits = self._descriptor_waits.setdefault(disk.key, {})
+                    fault = str(exc.fields["fault"])
+                    waits[fault] = waits.get(fault, 0) + 1
+                    log.info("host refused the descriptor of disk %d (%s); waiting", disk.key,
+                             exc)
+                    await clock.pause(min(left, self._policy.cap(refusals)))
+                    continue
+                attempt += 1
                 if (not exc.transient or attempt >= self._policy.attempts
                         or not self.budget.take()):
                     raise
@@ -101,9 +131,20 @@ class DataPlane:
                                  self.cookie, COOKIE_NAME, self._ssl,
                                  read_timeout=pipeline.read_timeout or None,
                                  idle_timeout=pipeline.idle_timeout or None)
-        retrying = RetryingTransport(folder, self._policy, self.budget)
+        budget = host_wait_budget(disk.capacity, pipeline.host_wait, pipeline.host_wait_per_gib)
+        retrying = RetryingTransport(folder, dataclasses.replace(self._policy, host_wait=budget),
+                                     self.budget)
         self._transports[disk.key] = retrying
         return retrying
+
+    def host_waits(self, disk_key: int) -> dict[str, int]:
+        """Busy (503) and locked (500) refusals waited out reading disk ``disk_key`` (its
+        descriptor and its data)."""
+        waits = dict(self._descriptor_waits.get(disk_key, {}))
+        transport = self._transports.get(disk_key)
+        for fault, n in (transport.waits if transport is not None else {}).items():
+            waits[fault] = waits.get(fault, 0) + n
+        return waits
 
     def retries(self, disk_key: int) -> int:
         """Retries made so far reading disk ``disk_key`` (0 if it has no transport yet)."""

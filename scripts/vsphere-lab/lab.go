@@ -23,6 +23,9 @@ type config struct {
 	// /folder transfers together; 0 is unlimited.
 	FolderConnectionBps int64 `json:"folderConnectionBps"`
 	FolderTotalBps      int64 `json:"folderTotalBps"`
+	// FolderMaxRequests: concurrent /folder GETs the host serves; more get 503 (0 = no
+	// limit; hostlimits.go)
+	FolderMaxRequests int64 `json:"folderMaxRequests"`
 }
 
 func defaultConfig() config {
@@ -55,6 +58,7 @@ type Lab struct {
 	faults   faultSet
 	counters counters
 	link     throttle
+	limits   hostLimits
 }
 
 // labVM is the lab's side of a VM it created: disks with their layer chains, CBT state and
