@@ -8,6 +8,7 @@ OSError) are mapped to these at the adapter that meets them, with ``raise ... fr
     ├── UsageError                  exit 2   bad command line or job file
     ├── ConnectError                exit 3   server unreachable, TLS/thumbprint mismatch
     │   └── AuthenticationError     exit 4   wrong user or password
+    │       └── PermissionDenied    exit 4   the user lacks a vSphere privilege (``.privilege``)
     ├── NotFoundError               exit 5   unknown VM, backup or disk
     ├── VSphereError                exit 6   a vSphere call failed (snapshot, CBT, query)
     │   └── UnsupportedVMError      exit 7   VM cannot be backed up as asked (no CBT, ...)
@@ -46,6 +47,17 @@ class MoverError(Exception):
         """A stable machine-readable name for the JSON result."""
         return type(self).__name__
 
+    def to_json(self) -> dict[str, Any]:
+        """The JSON result's ``error``: kind, message, exit code and the fields that name
+        what failed (``vm``, ``disk``, ``offset``, ``privilege``, ...; only plain values)."""
+        plain = {k: v for k, v in self.fields.items()
+                 if v is None or isinstance(v, str | int | float | bool)}
+        out: dict[str, Any] = {"kind": self.kind, "message": str(self),
+                               "exit_code": self.exit_code}
+        if plain:
+            out["fields"] = plain
+        return out
+
 
 class UsageError(MoverError):
     exit_code = 2
@@ -57,6 +69,13 @@ class ConnectError(MoverError):
 
 class AuthenticationError(ConnectError):
     exit_code = 4
+
+
+class PermissionDenied(AuthenticationError):
+    """The server knows the user and refused one operation for want of a privilege
+    (``NoPermission``, or HTTP 403 on ``/folder``): not an expired session, so logging in
+    again does not help. ``fields["privilege"]`` names the privilege, ``fields["object"]``
+    what it is needed on."""
 
 
 class NotFoundError(MoverError):

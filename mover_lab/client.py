@@ -149,6 +149,11 @@ class Lab:
     def live_sha256(self, vm: str, key: int) -> str:
         return str(self._json("GET", self._disk(vm, key) + "/sha256")["sha256"])
 
+    def lock_disk(self, vm: str, key: int, seconds: float) -> None:
+        """Another reader holds the disk open for ``seconds``: /folder answers 500 "Failed
+        to lock the file" for its files meanwhile."""
+        self._json("POST", f"{self._disk(vm, key)}/lock", {"seconds": seconds})
+
     def reset_cbt(self, vm: str, key: int) -> dict[str, Any]:
         """Start a new CBT epoch on the disk: earlier change IDs then raise FileFault."""
         return cast(dict[str, Any], self._json("POST", self._disk(vm, key) + "/cbt-reset"))

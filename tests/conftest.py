@@ -22,6 +22,7 @@ LAB_DEFAULT_CONFIG: dict[str, Any] = {
     "snapshotDigests": False,
     "folderConnectionBps": 0,
     "folderTotalBps": 0,
+    "folderMaxRequests": 0,
 }
 
 

@@ -44,6 +44,14 @@ def declare(sub: Commands,
                    help="mover snapshots of other repositories or hosts older than this are "
                    "removed as orphans; younger ones make the backup refuse")
     b.add_argument("--quiesce", action="store_true", help="quiesce the guest file systems")
+    b.add_argument("--quiesce-fallback", action="store_true",
+                   help="when quiescing fails 3 times, take a crash-consistent snapshot "
+                   "(with a warning) instead of failing")
+    b.add_argument("--busy-wait", type=float, default=300.0, metavar="SECONDS",
+                   help="wait this long for a VM busy with another tool's snapshot or "
+                   "consolidation (default 300)")
+    b.add_argument("--no-consolidate", action="store_true",
+                   help="only warn when vSphere says the VM needs disk consolidation")
     b.add_argument("--no-enable-cbt", action="store_true",
                    help="fail instead of enabling CBT on a VM that has it off")
     b.add_argument("--block-size", type=int, help="block size in MiB of a NEW repository")
@@ -64,6 +72,9 @@ def declare(sub: Commands,
                    help="attempts per read on transient faults (1: no retries)")
     b.add_argument("--retry-budget", type=int, default=knobs.retry_budget, metavar="N",
                    help="retries the whole job may make, all disks together")
+    b.add_argument("--host-wait", type=float, default=knobs.host_wait, metavar="SECONDS",
+                   help="how long a disk may wait in all on a host answering 503 (busy) or "
+                   "500 (disk locked by another reader), plus 10 s per GiB of the disk")
     b.add_argument("--keepalive", type=float, default=knobs.keepalive, metavar="SECONDS",
                    help="ping the vSphere session this often while copying (0: never)")
     b.add_argument("--checkpoint-every", type=int, default=knobs.sync_every // MiB,
@@ -82,6 +93,8 @@ def settings(args: argparse.Namespace) -> BackupSettings:
         vm=args.vm, repo=args.repo,
         tls=TlsPolicy(insecure=args.insecure, thumbprint=args.thumbprint),
         full=args.full, read_all=args.read_all, quiesce=args.quiesce,
+        quiesce_fallback=args.quiesce_fallback, busy_wait=_busy_wait(args.busy_wait),
+        consolidate=not args.no_consolidate,
         enable_cbt=not args.no_enable_cbt, orphan_age=_orphan_age(args.orphan_age),
         block_size=args.block_size * MiB if args.block_size else None,
         parallel_disks=max(1, args.parallel_disks),
@@ -107,6 +120,12 @@ def run(args: argparse.Namespace) -> int:
     return result.exit_status()
 
 
+def _busy_wait(seconds: float) -> float:
+    if not seconds >= 0:
+        raise UsageError("--busy-wait must be at least 0 seconds")
+    return seconds
+
+
 def _orphan_age(hours: float) -> float:
     if not hours >= 0:
         raise UsageError("--orphan-age must be at least 0 hours")
@@ -119,10 +138,12 @@ def _pipeline(args: argparse.Namespace) -> PipelineSettings:
                              ("--read-attempts", args.read_attempts >= 1, "at least 1"),
                              ("--retry-budget", args.retry_budget >= 0, "at least 0"),
                              ("--keepalive", args.keepalive >= 0, "at least 0"),
+                             ("--host-wait", args.host_wait >= 0, "at least 0"),
                              ("--checkpoint-every", args.checkpoint_every >= 1, "at least 1")):
         if not ok:
             raise UsageError(f"{option} must be {rule}")
     return PipelineSettings(fetchers=max(1, args.fetchers), read_timeout=args.read_timeout,
                             idle_timeout=args.idle_timeout, read_attempts=args.read_attempts,
                             retry_budget=args.retry_budget, keepalive=args.keepalive,
+                            host_wait=args.host_wait,
                             sync_every=args.checkpoint_every * MiB)

@@ -96,7 +96,6 @@ def fail(exc: MoverError, as_json: bool) -> int:
     """Report ``exc`` (a JSON line on stdout for schedulers, one line on stderr for people)
     and return its class's exit status."""
     if as_json:
-        print(json.dumps({"status": "failed", "error": {"kind": exc.kind, "message": str(exc),
-                                                        "exit_code": exc.exit_code}}))
+        print(json.dumps({"status": "failed", "error": exc.to_json()}))
     print(f"mover: error: {exc}", file=sys.stderr)
     return exc.exit_code

@@ -15,9 +15,9 @@ from typing import Any
 
 from mover import clock
 from mover.aio import finish, first_error
-from mover.errors import RepositoryError, UnsupportedVMError
+from mover.errors import MoverError, RepositoryError, UnsupportedVMError
 from mover.extents import total
-from mover.jobs import canary, orphans
+from mover.jobs import canary, eligibility, orphans
 from mover.jobs.control import ControlPlane
 from mover.jobs.dataplane import DataPlane
 from mover.jobs.keepalive import SessionCookie
@@ -25,7 +25,7 @@ from mover.jobs.planning import DiskPlan, Planner
 from mover.jobs.reporting import BackupResult, DiskResult, Reporter
 from mover.jobs.resume import Checkpoint, disk_checkpoint
 from mover.jobs.settings import BackupSettings
-from mover.jobs.snapshot import BackupSnapshot
+from mover.jobs.snapshot import BackupSnapshot, SnapshotPolicy
 from mover.jobs.vmconfig import saved_vm_config
 from mover.pipeline.copy import CopyStats, PipelineSettings, copy_disk
 from mover.pipeline.transport import Transport
@@ -33,6 +33,7 @@ from mover.repo import BackupRecord, DiskRecord, Repository
 from mover.repo.pending import PendingBackup
 from mover.vmdk import Unservable, data_file
 from mover.vsphere import cbt, inventory, snapshots
+from mover.vsphere.address import TlsPolicy
 from mover.vsphere.disks import DiskInfo, snapshot_disks
 from mover.vsphere.faults import ObjectGone
 from mover.vsphere.inventory import VMFacts
@@ -51,10 +52,27 @@ async def run_backup(settings: BackupSettings, reporter: Reporter) -> BackupResu
     session = Session(settings.server, settings.credentials, settings.tls)
     try:
         await control.run(session.login)
+        weak_pin = settings.tls.weak
+        if session.pinned_sha256 is not None and weak_pin:
+            # aiohttp pins SHA-256 only: pin the same certificate the SHA-1 pin accepted
+            settings = dataclasses.replace(settings, tls=TlsPolicy(
+                thumbprint=session.pinned_sha256.hex()))
         vm = await control.run(inventory.facts, session, settings.vm)
         run = BackupRun(settings, reporter, repo, control, session, vm)
-        await run.prepare()
-        await run.execute()
+        if weak_pin:
+            warning = ("--thumbprint is a SHA-1 fingerprint, which can be forged (SHA-1 "
+                       "collisions): pin the certificate's SHA-256 instead (openssl x509 "
+                       "-noout -fingerprint -sha256)")
+            log.warning("%s", warning)
+            run.result.warnings.append(warning)
+        try:
+            await run.prepare()
+            await run.execute()
+        except MoverError as exc:
+            # every error of the run names its VM (and, from _copy_disk, its disk) in
+            # the JSON result's error.fields
+            exc.fields.setdefault("vm", vm.name)
+            raise
     finally:
         await control.run(session.logout)
         control.close()
@@ -73,7 +91,8 @@ def refuse_encrypted(vm: VMFacts, disks: list[DiskInfo] | tuple[DiskInfo, ...]) 
         raise UnsupportedVMError(
             f"VM {vm.name!r}: {what} (VM encryption): the datastore transport would read "
             "ciphertext, not the disk; mover cannot back up encrypted VMs until it has a "
-            "transport that decrypts (VDDK/NBD): exclude this VM or decrypt it")
+            "transport that decrypts (VDDK/NBD): exclude this VM or decrypt it",
+            vm=vm.name, disk=encrypted[0].key if encrypted else None)
 
 
 class BackupRun:
@@ -101,6 +120,7 @@ class BackupRun:
         mover's orphaned snapshots (refusing if another run's live snapshot is there), and
         make CBT active."""
         refuse_encrypted(self.vm, self.vm.disks)
+        eligibility.refuse_unsnapshottable(self.vm)
         await asyncio.to_thread(self._find_resumable)
         spare = self.resuming.snapshot_moref if self.resuming is not None else None
         removed = await orphans.clear(self.control, self.session, self.vm, self.repo, spare,
@@ -185,7 +205,7 @@ class BackupRun:
         tag = orphans.owner(self.repo, self.backup_id, self.created).tag()
         return BackupSnapshot(
             self.control, self.session, self.vm, self.snapshot_name,
-            f"mover backup {self.backup_id}.", tag, self.settings.quiesce,
+            f"mover backup {self.backup_id}.", tag, SnapshotPolicy.of(self.settings),
             self.resuming.snapshot_moref if self.resuming is not None else None,
             self.result.snapshot, self.result.warnings, self.reporter.note)
 
@@ -228,7 +248,7 @@ class BackupRun:
             raise UnsupportedVMError(
                 f"disk {disk.key} ({disk.label}, {disk.file}) cannot be read over the "
                 f"datastore transport: {exc}; exclude the VM or move the disk to VMFS or "
-                "NFS storage as a flat disk") from exc
+                "NFS storage as a flat disk", disk=disk.key, file=disk.file) from exc
 
     async def _vm_exists(self) -> bool:
         try:
@@ -286,6 +306,14 @@ class BackupRun:
 
     async def _copy_disk(self, plane: DataPlane, plan: DiskPlan, file: str,
                          pending: PendingBackup) -> DiskRecord:
+        try:
+            return await self._copy_disk_of(plane, plan, file, pending)
+        except MoverError as exc:
+            exc.fields.setdefault("disk", plan.disk.key)
+            raise
+
+    async def _copy_disk_of(self, plane: DataPlane, plan: DiskPlan, file: str,
+                            pending: PendingBackup) -> DiskRecord:
         transport = plane.transport(plan.disk, self.vm.datacenter, file)
         pipeline = self.settings.pipeline
         # The canary reads beside the copy, with a quarter of the disk's fetchers, so that
@@ -320,6 +348,7 @@ class BackupRun:
             zero_blocks=stats.zero_blocks, new_chunks=stats.new_chunks,
             dedup_chunks=stats.dedup_chunks, seconds=stats.seconds,
             resumed_blocks=plan.resumed_blocks, retries=plane.retries(disk.key),
+            host_waits=plane.host_waits(disk.key),
             merged_blocks=stats.merged_blocks, base_seconds=stats.base_seconds,
             refetched_blocks=stats.refetched_blocks, canary_blocks=check.blocks,
             canary_bytes=check.bytes_read, canary_seconds=check.seconds,

@@ -3,6 +3,7 @@ keepalive, and the one place where a disk's transport is built and its wrappers 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import types
@@ -16,7 +17,13 @@ from mover.jobs.keepalive import Keepalive, SessionCookie
 from mover.jobs.settings import BackupSettings
 from mover.pipeline.folder import FolderTransport, folder_url, read_small, ssl_setting
 from mover.pipeline.process import BlockProcessor, BlockSource, ChunkSink
-from mover.pipeline.retry import RetryBudget, RetryingTransport, RetryPolicy
+from mover.pipeline.retry import (
+    HOST_FAULTS,
+    RetryBudget,
+    RetryingTransport,
+    RetryPolicy,
+    host_wait_budget,
+)
 from mover.pipeline.transport import Transport
 from mover.vsphere.disks import DiskInfo
 from mover.vsphere.session import COOKIE_NAME
@@ -48,6 +55,7 @@ class DataPlane:
                                                  pipeline.retry_base_delay))
         self._keepalive = Keepalive(cookie.keepalive, pipeline.keepalive)
         self._transports: dict[int, RetryingTransport] = {}
+        self._descriptor_waits: dict[int, dict[str, int]] = {}
         self._http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> DataPlane:
@@ -72,27 +80,53 @@ class DataPlane:
     async def descriptor(self, disk: DiskInfo, datacenter: str) -> str:
         """The text of ``disk``'s descriptor file (``backing.fileName``) over ``/folder``;
         transient faults are retried as reads are (same attempts, same job budget)."""
-        body = await self.small_file(disk.datastore, disk.descriptor_path, datacenter)
+        body = await self.small_file(disk.datastore, disk.descriptor_path, datacenter,
+                                     disk=disk)
         return body.decode("utf-8", errors="replace")
 
     async def small_file(self, datastore: str, path: str, datacenter: str,
-                         limit: int = 64 * 1024) -> bytes:
+                         limit: int = 64 * 1024, disk: DiskInfo | None = None) -> bytes:
         """A whole small datastore file (a descriptor, the NVRAM) over ``/folder``, retried
-        as reads are; TransportError (not transient) for a 404 or a file over ``limit``."""
+        as reads are; TransportError (not transient) for a 404 or a file over ``limit``.
+        A busy or locking host is waited for as ``disk``'s reads are (mover.pipeline.retry;
+        without a disk, within the base --host-wait)."""
         assert self._http is not None, "use DataPlane as an async context manager"
         url = folder_url(self.settings.server.base_url, datastore, path, datacenter)
-        attempt = 0
+        pipeline = self.settings.pipeline
+        capacity = disk.capacity if disk is not None else 0
+        patience = host_wait_budget(capacity, pipeline.host_wait, pipeline.host_wait_per_gib)
+        deadline = clock.monotonic() + patience
+        what = f"the descriptor of disk {disk.key}" if disk is not None else f"[{datastore}] {path}"
+        attempt = refusals = 0
         while True:
-            attempt += 1
             try:
                 return await read_small(self._http, url, self.cookie, COOKIE_NAME, self._ssl,
                                         limit=limit,
                                         timeout=self.settings.pipeline.read_timeout)
             except TransportError as exc:
+                if exc.transient and exc.fields.get("fault") in HOST_FAULTS:
+                    left = deadline - clock.monotonic()
+                    if left <= 0:
+                        raise TransportError(
+                            f"{exc}: the host kept refusing {what} for {patience:.0f} s, the "
+                            "time budget (--host-wait plus 10 s per GiB of the disk); retry "
+                            "when the other tool is done, or give a longer --host-wait",
+                            transient=True, disk=disk.key if disk is not None else None,
+                            fault=exc.fields["fault"], waited=round(patience, 3),
+                            budget=patience) from exc
+                    refusals += 1
+                    if disk is not None:
+                        waits = self._descriptor_waits.setdefault(disk.key, {})
+                        fault = str(exc.fields["fault"])
+                        waits[fault] = waits.get(fault, 0) + 1
+                    log.info("host refused %s (%s); waiting", what, exc)
+                    await clock.pause(min(left, self._policy.cap(refusals)))
+                    continue
+                attempt += 1
                 if (not exc.transient or attempt >= self._policy.attempts
                         or not self.budget.take()):
                     raise
-                log.info("retrying [%s] %s (attempt %d: %s)", datastore, path, attempt, exc)
+                log.info("retrying %s (attempt %d: %s)", what, attempt, exc)
             await clock.pause(random.uniform(0.0, self._policy.cap(attempt)))
 
     def transport(self, disk: DiskInfo, datacenter: str, data_path: str) -> Transport:
@@ -106,9 +140,20 @@ class DataPlane:
                                  self.cookie, COOKIE_NAME, self._ssl,
                                  read_timeout=pipeline.read_timeout or None,
                                  idle_timeout=pipeline.idle_timeout or None)
-        retrying = RetryingTransport(folder, self._policy, self.budget)
+        budget = host_wait_budget(disk.capacity, pipeline.host_wait, pipeline.host_wait_per_gib)
+        retrying = RetryingTransport(folder, dataclasses.replace(self._policy, host_wait=budget),
+                                     self.budget)
         self._transports[disk.key] = retrying
         return retrying
+
+    def host_waits(self, disk_key: int) -> dict[str, int]:
+        """Busy (503) and locked (500) refusals waited out reading disk ``disk_key`` (its
+        descriptor and its data)."""
+        waits = dict(self._descriptor_waits.get(disk_key, {}))
+        transport = self._transports.get(disk_key)
+        for fault, n in (transport.waits if transport is not None else {}).items():
+            waits[fault] = waits.get(fault, 0) + n
+        return waits
 
     def retries(self, disk_key: int) -> int:
         """Retries made so far reading disk ``disk_key`` (0 if it has no transport yet)."""

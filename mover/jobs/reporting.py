@@ -37,6 +37,8 @@ class DiskResult:
     seconds: float
     resumed_blocks: int = 0     # blocks an interrupted run had already stored
     retries: int = 0            # reads retried after a transient fault (mover.pipeline.retry)
+    # refusals of a busy (503) or locking (500) host waited out, by fault
+    host_waits: dict[str, int] = field(default_factory=dict)
     # Sub-block fetch (mover.fetchplan): blocks fetched in part and completed from the
     # parent's chunk, the executor time that took, and blocks read again whole because the
     # parent's chunk was missing or damaged.

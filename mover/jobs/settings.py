@@ -22,6 +22,9 @@ class BackupSettings:
     full: bool = False                  # ignore the previous backup even when usable
     read_all: bool = False              # a full reading every byte, not asking CBT ("*")
     quiesce: bool = False
+    quiesce_fallback: bool = False      # quiescing failed 3 times: a crash-consistent snapshot
+    busy_wait: float = 300.0            # seconds to wait for a VM busy with another task
+    consolidate: bool = True            # ConsolidateVMDisks_Task when vSphere says it is needed
     enable_cbt: bool = True             # may the job switch CBT on (with a stun/unstun cycle)
     block_size: int | None = None       # only for a new repository
     parallel_disks: int = 2

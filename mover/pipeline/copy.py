@@ -28,6 +28,10 @@ class PipelineSettings:
     retry_budget: int = 200
     retry_base_delay: float = 0.5
     retry_max_delay: float = 20.0
+    # a host refusing for now (503 busy, 500 disk locked): seconds a disk may wait, in
+    # all, on such refusals: host_wait + host_wait_per_gib per GiB of the disk
+    host_wait: float = 60.0
+    host_wait_per_gib: float = 10.0
     read_timeout: float = 300.0     # whole request of one read, seconds
     idle_timeout: float = 60.0      # no body bytes for this long, seconds
     keepalive: float = 600.0        # control-plane session keepalive while copying; 0: off

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from mover.errors import AuthenticationError, TransportError
+from mover.errors import AuthenticationError, PermissionDenied, TransportError
 
 log = logging.getLogger(__name__)
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -86,6 +86,8 @@ class FolderTransport:
         refused = await self._read(offset, buf, cookie, where)
         if refused is None:
             return
+        if refused == 403:
+            raise forbidden(where, offset)
         log.info("reading %s: HTTP %d, renewing the session cookie", where, refused)
         cookie = await self._cookie.refresh(cookie)
         refused = await self._read(offset, buf, cookie, where)
@@ -104,8 +106,7 @@ class FolderTransport:
                     if resp.status in (401, 403):
                         return resp.status
                     if resp.status != 206:
-                        raise _failure(where, f"expected HTTP 206, got {resp.status} "
-                                       f"{resp.reason}", _transient_status(resp.status))
+                        raise await _status_failure(where, resp, 206)
                     _check_content_range(resp.headers.get("Content-Range", ""), offset, end,
                                          self.size, where)
                     filled = 0
@@ -132,6 +133,44 @@ class FolderTransport:
 
     async def close(self) -> None:
         """The shared HTTP session belongs to the caller; nothing of ours to release."""
+
+
+def forbidden(where: str, offset: int | None = None) -> PermissionDenied:
+    """HTTP 403: the session is valid (an expired one is 401) but the user may not read
+    the file; logging in again does not help. /folder names no privilege: a read needs
+    Datastore.Browse (mover.vsphere.privileges.FOLDER_READ) on the datastore."""
+    return PermissionDenied(
+        f"reading {where}: the host refused the file (HTTP 403 Forbidden): the user lacks "
+        "the vSphere privilege Datastore.Browse (and Datastore.FileManagement) on the "
+        "datastore; grant it to the user's role (README, \"vSphere privileges\")",
+        privilege="Datastore.Browse", object=where, offset=offset)
+
+
+#: ``TransportError.fields["fault"]`` of a host that refuses for now (``mover.pipeline.retry``
+#: waits for these within a time budget): 503 (the host serves too many transfers), 500
+#: "disk locked" (another tool, an NFC reader or a backup appliance, holds the disk open)
+HOST_BUSY, DISK_LOCKED = "busy", "locked"
+
+
+async def _status_failure(where: str, resp: aiohttp.ClientResponse,
+                          expected: int) -> TransportError:
+    """A reply of another status than ``expected``, classified. The first bytes of a 5xx
+    body tell a locked disk from other server errors (ESXi says "Failed to lock the file")."""
+    fault = None
+    if resp.status == 503:
+        fault = HOST_BUSY
+    elif resp.status >= 500:
+        try:
+            head = await resp.content.read(512)
+        except (aiohttp.ClientError, ConnectionError):
+            head = b""
+        if b"lock" in head.lower():
+            fault = DISK_LOCKED
+    what = {HOST_BUSY: " (the host is busy)",
+            DISK_LOCKED: " (the disk is locked by another reader)"}.get(fault or "", "")
+    cause = f"expected HTTP {expected}, got {resp.status} {resp.reason}{what}"
+    return TransportError(f"reading {where}: {cause}", transient=_transient_status(resp.status),
+                          cause=cause, status=resp.status, fault=fault)
 
 
 def _transient_status(status: int) -> bool:
@@ -179,6 +218,8 @@ async def read_small(http: aiohttp.ClientSession, url: URL, cookie: CookieSource
         try:
             async with asyncio.timeout(timeout):
                 async with http.get(url, headers=headers, ssl=ssl_) as resp:
+                    if resp.status == 403:
+                        raise forbidden(where)
                     if resp.status in (401, 403) and attempt == 1:
                         value = await cookie.refresh(value)
                         continue
@@ -187,8 +228,7 @@ async def read_small(http: aiohttp.ClientSession, url: URL, cookie: CookieSource
                                                   f"session (HTTP {resp.status}) also after "
                                                   "logging in again")
                     if resp.status != 200:
-                        raise _failure(where, f"expected HTTP 200, got {resp.status} "
-                                       f"{resp.reason}", _transient_status(resp.status))
+                        raise await _status_failure(where, resp, 200)
                     body = bytearray()
                     while len(body) <= limit:  # read(n) returns what is there, up to n
                         piece = await resp.content.read(limit + 1 - len(body))

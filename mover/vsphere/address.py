@@ -42,12 +42,15 @@ class ServerAddress:
         return f"{self.base_url}{self.path}"
 
 
-_THUMBPRINT = re.compile(r"^[0-9a-fA-F]{2}(:?[0-9a-fA-F]{2}){31}$")
+#: SHA-256 (32 bytes) or SHA-1 (20 bytes, what vSphere's own tools and older ESXi print)
+_THUMBPRINT = re.compile(r"^[0-9a-fA-F]{2}(:?[0-9a-fA-F]{2}){19}((:?[0-9a-fA-F]{2}){12})?$")
 
 
 @dataclass(frozen=True, slots=True)
 class TlsPolicy:
-    """Verify against the system CAs (default), pin a SHA-256 thumbprint, or trust anything."""
+    """Verify against the system CAs (default), pin a thumbprint, or trust anything. The
+    pin is the certificate's SHA-256, or its SHA-1 (``weak``: accepted because VMware's
+    tools print it, with a warning)."""
 
     insecure: bool = False
     thumbprint: str | None = None
@@ -55,10 +58,22 @@ class TlsPolicy:
     def __post_init__(self) -> None:
         if self.thumbprint is not None and not _THUMBPRINT.match(self.thumbprint):
             raise UsageError(
-                "--thumbprint must be the server certificate's SHA-256 as 64 hex digits, "
-                "optionally colon-separated (openssl x509 -fingerprint -sha256)"
+                "--thumbprint must be the server certificate's SHA-256 (64 hex digits; "
+                "openssl x509 -noout -fingerprint -sha256) or SHA-1 (40 hex digits), "
+                "optionally colon-separated"
             )
 
     @property
     def thumbprint_bytes(self) -> bytes | None:
         return bytes.fromhex(self.thumbprint.replace(":", "")) if self.thumbprint else None
+
+    @property
+    def algorithm(self) -> str:
+        """``sha1`` or ``sha256``: the digest the pin is of (by its length)."""
+        pin = self.thumbprint_bytes
+        return "sha1" if pin is not None and len(pin) == 20 else "sha256"
+
+    @property
+    def weak(self) -> bool:
+        """A SHA-1 pin: collisions can be made, so a certificate could be forged to match."""
+        return self.thumbprint is not None and self.algorithm == "sha1"

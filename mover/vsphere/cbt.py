@@ -17,6 +17,7 @@ from typing import Any
 from mover.errors import UnsupportedVMError, VSphereError
 from mover.extents import Extent, normalize
 from mover.vsphere import inventory, snapshots, tasks
+from mover.vsphere.privileges import permission_denied
 from mover.vsphere.session import Session
 from mover.vsphere.vmomi import vim, vmodl
 
@@ -82,6 +83,9 @@ def changed_areas(session: Session, vm: Any, snapshot: Any, key: int, capacity: 
             raise ChangeIdRejected(f"{what}: the host rejected the change ID "
                                    f"({tasks.fault_message(exc)})") from exc
         except (vim.fault.VimFault, vmodl.MethodFault) as exc:
+            denied = permission_denied(exc, what)
+            if denied is not None:  # not a query fault: no full-read fallback hides it
+                raise denied from exc
             raise VSphereError(f"{what} failed at offset {offset}: "
                                f"{tasks.fault_message(exc)}") from exc
         return Reply(int(info.startOffset), int(info.length),

@@ -30,6 +30,8 @@ class DiskInfo:
     #: the names of the VM's datastores: a name holding "]" splits ``file`` right only
     #: when known (``split_datastore_path``)
     datastores: tuple[str, ...] = ()
+    multi_writer: bool = False   # backing.sharing "sharingMultiWriter": not in snapshots
+    rdm_mode: str = ""           # a raw device mapping: "physicalMode" or "virtualMode"
 
     @property
     def datastore(self) -> str:
@@ -80,6 +82,9 @@ def disks_of(devices: list[Any], datastores: tuple[str, ...] = ()) -> list[DiskI
             independent=mode.startswith("independent"),
             encrypted=getattr(backing, "keyId", None) is not None,
             datastores=datastores,
+            multi_writer=getattr(backing, "sharing", None) == "sharingMultiWriter",
+            rdm_mode=(getattr(backing, "compatibilityMode", "") or "") if isinstance(
+                backing, vim.vm.device.VirtualDisk.RawDiskMappingVer1BackingInfo) else "",
         ))
     return sorted(disks, key=lambda d: d.key)
 

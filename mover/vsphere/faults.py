@@ -5,6 +5,7 @@ pyVmomi exception reaches a user as a traceback."""
 from __future__ import annotations
 
 from mover.errors import MoverError, VSphereError
+from mover.vsphere.privileges import permission_denied
 from mover.vsphere.tasks import fault_message
 from mover.vsphere.vmomi import vim, vmodl
 
@@ -14,6 +15,9 @@ class ObjectGone(VSphereError):
 
 
 def translate(exc: BaseException) -> MoverError | None:
+    denied = permission_denied(exc)
+    if denied is not None:
+        return denied
     if isinstance(exc, vmodl.fault.ManagedObjectNotFound):
         return ObjectGone(f"a vSphere object no longer exists ({fault_message(exc)}): it was "
                           "deleted or unregistered during the backup")

@@ -30,6 +30,7 @@ class VMFacts:
     encrypted: bool             # config.keyId: the VM's home and disks are encrypted
     disks: tuple[DiskInfo, ...]  # of the running VM (the snapshot's are read later)
     datastores: tuple[str, ...] = ()  # names of the VM's datastores, as the API spells them
+    template: bool = False      # config.template: a template cannot be snapshotted
 
 
 def facts(session: Session, spec: str) -> VMFacts:
@@ -38,7 +39,7 @@ def facts(session: Session, spec: str) -> VMFacts:
     # one round trip for what we need (reading ref.config would fetch and decode all of it)
     props = properties(session, ref, ["name", "config.instanceUuid", "config.keyId",
                                       "config.hardware.device", "parent", "parentVApp",
-                                      "datastore"])
+                                      "datastore", "config.template"])
     if props["config.instanceUuid"] is None:
         raise UnsupportedVMError(f"VM {spec!r} has no configuration (is it being created?)")
     stores = list(props["datastore"] or [])
@@ -49,7 +50,8 @@ def facts(session: Session, spec: str) -> VMFacts:
     return VMFacts(ref, unescape(props["name"]), ref._moId, props["config.instanceUuid"],
                    session.call(lambda: datacenter_path(session, ref, start)),
                    props["config.keyId"] is not None,
-                   tuple(disks_of(props["config.hardware.device"] or [], store_names)), store_names)
+                   tuple(disks_of(props["config.hardware.device"] or [], store_names)), store_names,
+                   bool(props["config.template"]))
 
 
 def find_vm(session: Session, spec: str) -> Any:

@@ -38,6 +38,7 @@ class Session:
         self._credentials = credentials
         self._tls = tls
         self._si: Any = None
+        self._context: ssl.SSLContext | None = None
         self.logins = 0
 
     def login(self) -> None:
@@ -51,7 +52,7 @@ class Session:
             "connectionPoolTimeout": -1,
         }
         if self.address.scheme == "https":
-            kwargs["sslContext"] = context_for(self._tls)
+            self._context = kwargs["sslContext"] = context_for(self._tls)
         try:
             self._si = connect.SmartConnect(**kwargs)
         except vim.fault.InvalidLogin as exc:
@@ -77,6 +78,12 @@ class Session:
             ) from exc
         self.logins += 1
         log.info("logged in to %s as %s", self.address, self._credentials.user)
+
+    @property
+    def pinned_sha256(self) -> bytes | None:
+        """The SHA-256 of the certificate a pinned login accepted (whatever the pin's
+        digest), so that other connections to the host can pin the same certificate."""
+        return getattr(self._context, "sha256", None)
 
     @property
     def content(self) -> Any:

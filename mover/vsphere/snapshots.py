@@ -32,6 +32,11 @@ class SnapshotVanished(VSphereError):
     be a later state of the disk. Nothing may be committed."""
 
 
+class QuiesceFailed(VSphereError):
+    """VMware Tools could not quiesce the guest (``ApplicationQuiesceFault``: a VSS writer
+    failed, a file system freeze timed out). Often transient; no snapshot was left."""
+
+
 @dataclass(frozen=True, slots=True)
 class SnapshotRef:
     """One snapshot of a VM. ``ref`` is the pyvmomi object: outside ``mover.vsphere`` it is
@@ -62,26 +67,36 @@ def walk(vm: Any) -> Iterator[SnapshotRef]:
 
 
 def create(session: Session, vm: Any, name: str, purpose: str, quiesce: bool,
-           owner_tag: str = "") -> tuple[SnapshotRef, float]:
+           owner_tag: str = "", busy_wait: float = tasks.BUSY_WAIT) -> tuple[SnapshotRef, float]:
     """Create a snapshot without memory; return it and how long the task ran (the stun).
-    ``owner_tag`` (``mover.ownership.Owner.tag``) ends the description."""
+    ``owner_tag`` (``mover.ownership.Owner.tag``) ends the description. QuiesceFailed when
+    the guest could not be quiesced; waits up to ``busy_wait`` s for a busy VM."""
     description = f"{purpose} {TAG} Safe to delete when no mover job runs. {owner_tag}".strip()
     started = clock.monotonic()
-    snapshot = tasks.run_task(
-        session, lambda: vm.CreateSnapshot_Task(name=name, description=description,
-                                                memory=False, quiesce=quiesce),
-        f"creating snapshot {name!r} of VM {vm.name!r}")
+    what = f"creating snapshot {name!r} of VM {vm.name!r}"
+    try:
+        snapshot = tasks.run_task(
+            session, lambda: vm.CreateSnapshot_Task(name=name, description=description,
+                                                    memory=False, quiesce=quiesce),
+            what, busy_wait)
+    except VSphereError as exc:
+        if quiesce and isinstance(exc.__cause__, vim.fault.ApplicationQuiesceFault):
+            raise QuiesceFailed(f"{what}: VMware Tools could not quiesce the guest "
+                                f"({tasks.fault_message(exc.__cause__)})") from exc.__cause__
+        raise
     return SnapshotRef(snapshot, name, description), clock.monotonic() - started
 
 
-def remove(session: Session, snapshot: Any, name: str, attempts: int = 6) -> float:
-    """Remove a snapshot, consolidating its delta; retries while the VM is busy. Returns
-    the seconds the removal took. ObjectGone if the snapshot (or its VM) no longer exists."""
+def remove(session: Session, snapshot: Any, name: str,
+           busy_wait: float = tasks.BUSY_WAIT) -> float:
+    """Remove a snapshot, consolidating its delta; waits up to ``busy_wait`` s while the VM
+    is busy. Returns the seconds the removal took. ObjectGone if the snapshot (or its VM)
+    no longer exists."""
     started = clock.monotonic()
     try:
         tasks.run_task(session, lambda: snapshot.RemoveSnapshot_Task(removeChildren=False,
                                                                     consolidate=True),
-                       f"removing snapshot {name!r}", attempts)
+                       f"removing snapshot {name!r}", busy_wait)
     except vmodl.fault.ManagedObjectNotFound as exc:
         raise ObjectGone(f"snapshot {name!r} no longer exists (somebody removed it, or its "
                          "VM was deleted or unregistered)") from exc
@@ -107,6 +122,16 @@ def find(session: Session, vm: Any, moref: str, name: str) -> SnapshotRef | None
 
 def user_snapshots(session: Session, vm: Any) -> list[str]:
     return [s.name for s in session.call(lambda: list(walk(vm))) if not s.is_movers]
+
+
+def consolidate(session: Session, vm: Any, busy_wait: float = tasks.BUSY_WAIT) -> float:
+    """Run ``ConsolidateVMDisks_Task``: merge the delta disks a removal left behind into
+    their parents (the VM otherwise keeps running on them and its chain grows). Returns the
+    seconds it took."""
+    started = clock.monotonic()
+    tasks.run_task(session, lambda: vm.ConsolidateVMDisks_Task(),
+                   f"consolidating the disks of VM {vm.name!r}", busy_wait)
+    return clock.monotonic() - started
 
 
 def consolidation_needed(session: Session, vm: Any) -> bool:

@@ -7,24 +7,35 @@ from typing import Any, TypeVar
 
 from mover import clock
 from mover.errors import VSphereError
+from mover.vsphere.privileges import permission_denied
 from mover.vsphere.session import Session
 from mover.vsphere.vmomi import vim
 
 T = TypeVar("T")
 
 
+#: how long an operation waits by default for an object busy with another task (seconds)
+BUSY_WAIT = 15.0
+
+
 def run_task(session: Session, invoke: Callable[[], Any], what: str,
-             attempts: int = 6) -> Any:
+             busy_wait: float = BUSY_WAIT) -> Any:
     """Start a task with ``invoke`` and return its result. Only a refused call is issued
-    again (after a re-login, or while the object is busy with another task); a task that
-    started is never started twice: a session that expires while we poll it is renewed
-    and the same task polled on."""
+    again (after a re-login, or while the object is busy with another task, for up to
+    ``busy_wait`` seconds); a task that started is never started twice: a session that
+    expires while we poll it is renewed and the same task polled on."""
 
     def start_and_wait() -> Any:
-        task = session.call(invoke)
+        try:
+            task = session.call(invoke)
+        except vim.fault.NoPermission as exc:
+            denied = permission_denied(exc, what)
+            if denied is None:
+                raise
+            raise denied from exc
         return wait(task, what, read=lambda: session.call(lambda: task.info))
 
-    return retry_busy(start_and_wait, what, attempts=attempts)
+    return retry_busy(start_and_wait, what, busy_wait)
 
 
 def wait(task: Any, what: str, timeout: float = 3600.0, poll: float = 0.1,
@@ -38,6 +49,9 @@ def wait(task: Any, what: str, timeout: float = 3600.0, poll: float = 0.1,
         if info.state == vim.TaskInfo.State.success:
             return info.result
         if info.state == vim.TaskInfo.State.error:
+            denied = permission_denied(info.error, what)
+            if denied is not None:
+                raise denied from _as_exc(info.error)
             raise VSphereError(f"{what} failed: {fault_message(info.error)}") from _as_exc(
                 info.error)
         if clock.monotonic() > deadline:
@@ -63,17 +77,28 @@ def is_busy(exc: BaseException) -> bool:
     return isinstance(cause, vim.fault.TaskInProgress)
 
 
-def retry_busy(operation: Callable[[], T], what: str, attempts: int = 6, delay: float = 0.5) -> T:
-    """Run ``operation``; while vSphere answers TaskInProgress, wait (doubling) and retry."""
-    for attempt in range(1, attempts + 1):
+def retry_busy(operation: Callable[[], T], what: str, busy_wait: float = BUSY_WAIT,
+               delay: float = 0.5, max_delay: float = 10.0) -> T:
+    """Run ``operation``; while vSphere answers TaskInProgress (another tool's snapshot,
+    backup or consolidation holds the VM), wait (doubling up to ``max_delay``) and retry,
+    for at most ``busy_wait`` seconds in all. A time, not a count: another tool's
+    consolidation can hold a VM for minutes."""
+    deadline = clock.monotonic() + busy_wait
+    attempts = 0
+    while True:
+        attempts += 1
         try:
             return operation()
         except (vim.fault.TaskInProgress, VSphereError) as exc:
-            if attempt == attempts or not is_busy(exc):
-                if isinstance(exc, VSphereError):
+            left = deadline - clock.monotonic()
+            if not is_busy(exc) or left <= 0:
+                if not is_busy(exc) and isinstance(exc, VSphereError):
                     raise
-                raise VSphereError(f"{what} failed: the object stayed busy "
-                                   f"({fault_message(exc)}) after {attempts} attempts") from exc
-            clock.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
+                raise VSphereError(
+                    f"{what} failed: the VM stayed busy with another task "
+                    f"({fault_message(exc.__cause__ if isinstance(exc, VSphereError) else exc)}) "
+                    f"for {busy_wait:g} s ({attempts} attempts): wait for the other tool's "
+                    "snapshot or consolidation to end, or give a longer --busy-wait",
+                    busy_wait=busy_wait, attempts=attempts) from exc
+            clock.sleep(min(delay, left))
+            delay = min(delay * 2, max_delay)

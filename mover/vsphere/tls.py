@@ -18,24 +18,30 @@ from mover.vsphere.address import TlsPolicy
 class ThumbprintMismatch(ssl.SSLError):
     def __init__(self, expected: bytes, actual: bytes) -> None:
         self.expected, self.actual = expected, actual
-        super().__init__(f"certificate SHA-256 is {_colons(actual)}, pinned {_colons(expected)}")
+        algorithm = "SHA-1" if len(expected) == 20 else "SHA-256"
+        super().__init__(f"certificate {algorithm} is {_colons(actual)}, pinned "
+                         f"{_colons(expected)}")
 
     def __str__(self) -> str:
         return str(self.args[0])
 
 
 class PinnedContext(ssl.SSLContext):
-    """Trusts exactly one certificate, the one whose SHA-256 is ``pin``; no CA is asked."""
+    """Trusts exactly one certificate, the one whose SHA-256 (or, for a 20-byte pin,
+    SHA-1) is ``pin``; no CA is asked. ``sha256`` is the SHA-256 of the certificate last
+    accepted: the data plane pins that, as aiohttp takes SHA-256 fingerprints only."""
 
     pin: bytes
+    sha256: bytes | None = None
 
     def wrap_socket(self, sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
         tls = super().wrap_socket(sock, *args, **kwargs)
         der = tls.getpeercert(binary_form=True) or b""
-        actual = hashlib.sha256(der).digest()
+        actual = hashlib.new("sha1" if len(self.pin) == 20 else "sha256", der).digest()
         if actual != self.pin:
             tls.close()
             raise ThumbprintMismatch(self.pin, actual)
+        self.sha256 = hashlib.sha256(der).digest()
         return tls
 
 

@@ -37,8 +37,13 @@ func (l *Lab) serveControl(w http.ResponseWriter, r *http.Request) {
 			httpErr(w, 400, fmt.Errorf("folderConnectionBps and folderTotalBps must be >= 0"))
 			return
 		}
+		if c.FolderMaxRequests < 0 {
+			httpErr(w, 400, fmt.Errorf("folderMaxRequests must be >= 0"))
+			return
+		}
 		l.cfg = c
 		l.link.set(c.FolderConnectionBps, c.FolderTotalBps)
+		l.limits.max.Store(c.FolderMaxRequests)
 		writeJSON(w, 200, l.cfg)
 	case route == "POST faults":
 		var f faultRule
@@ -154,6 +159,16 @@ func (l *Lab) serveDisk(w http.ResponseWriter, r *http.Request, vm *labVM, d *di
 			return
 		}
 		writeJSON(w, 200, map[string]int64{"offset": off, "length": int64(len(data))})
+	case "POST lock":
+		var req struct {
+			Seconds float64 `json:"seconds"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Seconds < 0 {
+			httpErr(w, 400, fmt.Errorf("want {\"seconds\": N >= 0}"))
+			return
+		}
+		l.limits.lock(d, time.Duration(req.Seconds*float64(time.Second)))
+		writeJSON(w, 200, map[string]float64{"seconds": req.Seconds})
 	case "GET ":
 		off, err1 := strconv.ParseInt(q.Get("offset"), 10, 64)
 		n, err2 := strconv.ParseInt(q.Get("length"), 10, 64)

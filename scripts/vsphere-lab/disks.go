@@ -46,6 +46,8 @@ type disk struct {
 	ds    string
 	dsRef types.ManagedObjectReference
 	root  string
+	// multiWriter: backing.sharing is "sharingMultiWriter"
+	multiWriter bool
 }
 
 // path is a layer file's datastore path as vSphere prints it: "[ds] vm/vm.vmdk".

@@ -44,6 +44,10 @@ func (l *Lab) serveFolder(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	l.counters.folderRequest(rel)
+	if l.limits.refuse(w, dir, rel) { // hostlimits.go: a lock or too many transfers
+		return
+	}
+	defer l.limits.leave()
 	fault := l.faults.match("folder", rel)
 	if fault != nil {
 		switch fault.Kind {
@@ -54,6 +58,9 @@ func (l *Lab) serveFolder(w http.ResponseWriter, r *http.Request) {
 			return
 		case "status500":
 			http.Error(w, "injected: internal error", http.StatusInternalServerError)
+			return
+		case "status403":
+			denyFolder(w) // privileges.go
 			return
 		}
 	}

@@ -23,6 +23,9 @@ type config struct {
 	// /folder transfers together; 0 is unlimited.
 	FolderConnectionBps int64 `json:"folderConnectionBps"`
 	FolderTotalBps      int64 `json:"folderTotalBps"`
+	// FolderMaxRequests: concurrent /folder GETs the host serves; more get 503 (0 = no
+	// limit; hostlimits.go)
+	FolderMaxRequests int64 `json:"folderMaxRequests"`
 }
 
 func defaultConfig() config {
@@ -55,6 +58,7 @@ type Lab struct {
 	faults   faultSet
 	counters counters
 	link     throttle
+	limits   hostLimits
 }
 
 // labVM is the lab's side of a VM it created: disks with their layer chains, CBT state and
@@ -69,6 +73,11 @@ type labVM struct {
 	history    []*snapRec // every snapshot ever created
 	// vappFolder is vcsim's parent of a VM in a vApp, hidden from clients (vms.go)
 	vappFolder *types.ManagedObjectReference
+	// keepDeltas: the next removal leaves its delta unmerged (fault consolidationNeeded);
+	// unmerged lists, per disk, the frozen layers whose delta above still waits for
+	// ConsolidateVMDisks_Task (snapfaults.go)
+	keepDeltas bool
+	unmerged   map[int32][]*layer
 }
 
 type snapRec struct {
@@ -182,8 +191,22 @@ func (l *Lab) reconcile(vm *labVM) {
 
 	// Removed snapshots: merge the delta above each one's frozen layer into it.
 	vm.snaps = kept
+	keep := vm.keepDeltas
+	vm.keepDeltas = false
 	for _, s := range gone {
 		s.removed = true
+		if keep {
+			if vm.unmerged == nil {
+				vm.unmerged = map[int32][]*layer{}
+			}
+			for _, d := range vm.disks {
+				if f := s.frozen[d.key]; f != nil {
+					vm.unmerged[d.key] = append(vm.unmerged[d.key], f)
+				}
+			}
+			l.setConsolidationNeeded(vm, true)
+			continue
+		}
 		for _, d := range vm.disks {
 			idx := d.layerIndex(s.frozen[d.key])
 			if idx < 0 {
@@ -263,6 +286,9 @@ func (l *Lab) backing(d *disk, idx int, changeID string) *types.VirtualDiskFlatV
 		Uuid:            d.uuid,
 		ChangeId:        changeID,
 		KeyId:           d.keyID,
+	}
+	if d.multiWriter {
+		b.Sharing = string(types.VirtualDiskSharingSharingMultiWriter)
 	}
 	if idx > 0 {
 		b.Parent = l.backing(d, idx-1, "")

@@ -136,6 +136,11 @@ func (l *Lab) serveSOAP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if fault != nil && fault.Kind == "noPermission" {
+		l.denySOAP(w, call) // privileges.go
+		return
+	}
+
 	if fault != nil && fault.Kind == "fileFault" {
 		writeFault(w, "Error caused by file "+call.method+" (injected)", &types.FileFault{File: "injected"})
 		return
@@ -150,6 +155,17 @@ func (l *Lab) serveSOAP(w http.ResponseWriter, r *http.Request) {
 			l.failSnapshot(w, call)
 			return
 		}
+		if fault != nil && fault.Kind == "quiesceFault" && wantsQuiesce(call) {
+			l.failQuiesce(w, call) // snapfaults.go
+			return
+		}
+	case "RemoveSnapshot_Task":
+		if fault != nil && fault.Kind == "consolidationNeeded" {
+			l.consolidateLater(call)
+		}
+	case "ConsolidateVMDisks_Task":
+		l.consolidateDisks(w, call)
+		return
 	}
 
 	// Let vcsim answer into a buffer, so hooks can run before the client sees the reply.

@@ -26,6 +26,9 @@ type diskSpec struct {
 	// Datastore holds this disk's files ("": the VM's home datastore), e.g. a disk on
 	// another datastore than the VM's configuration.
 	Datastore string `json:"datastore"`
+	// MultiWriter shares the disk between VMs (backing.sharing "sharingMultiWriter", as
+	// for Oracle RAC or a cluster file system); vSphere cannot snapshot such a disk.
+	MultiWriter bool `json:"multiWriter"`
 }
 
 type vmSpec struct {
@@ -41,6 +44,9 @@ type vmSpec struct {
 	Datacenter string `json:"datacenter"`
 	Datastore  string `json:"datastore"`
 	VApp       bool   `json:"vapp"`
+	// Template marks the VM as a template (powered off: templates cannot run or be
+	// snapshotted).
+	Template bool `json:"template"`
 }
 
 // createVM creates a real vcsim VM (through vcsim's own CreateVM_Task, in process) with a SCSI
@@ -202,7 +208,7 @@ func (l *Lab) createVM(spec vmSpec) (*labVM, error) {
 		}
 		d := &disk{key: vd.Key, stem: stem, capacity: ds.Capacity,
 			kind: ds.Type, uuid: newVMwareUUID(), extent: ds.Extent,
-			ds: p.Datastore, dsRef: info.ref, root: info.dir}
+			ds: p.Datastore, dsRef: info.ref, root: info.dir, multiWriter: ds.MultiWriter}
 		if ds.Encrypted {
 			d.keyID = labKey(spec.Name, vd.Key)
 			encrypted = true
@@ -251,6 +257,12 @@ func (l *Lab) createVM(spec vmSpec) (*labVM, error) {
 			return nil, err
 		}
 		l.reconcile(vm) // powered off: tracking is active at once
+	}
+	if spec.Template {
+		if err := vmo.MarkAsTemplate(bg); err != nil {
+			return nil, err
+		}
+		return vm, nil
 	}
 	if spec.PowerOn == nil || *spec.PowerOn {
 		t, err := vmo.PowerOn(bg)

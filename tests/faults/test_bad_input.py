@@ -3,8 +3,10 @@ leaves no mover snapshot and no backup a later run trusts."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import ssl
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -53,13 +55,19 @@ def tls_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         pytest.param(["--thumbprint", "00" * 32], 3, "does not match --thumbprint",
                      id="thumbprint-mismatch"),
         pytest.param(["--thumbprint", "PIN"], 0, "", id="thumbprint-pinned"),
+        # VMware's tools (and older ESXi) print SHA-1 thumbprints: accepted, with a warning
+        pytest.param(["--thumbprint", "SHA1"], 0, "SHA-1 fingerprint", id="sha1-pinned"),
+        pytest.param(["--thumbprint", ":".join(["00"] * 20)], 3,
+                     "certificate SHA-1 is", id="sha1-mismatch"),
         pytest.param(["--insecure"], 0, "", id="insecure"),
     ],
 )
 def test_certificates(tls_lab: Lab, tmp_path: Path, tls: list[str], code: int,
                       says: str) -> None:
     assert tls_lab.thumbprint is not None
-    tls = [tls_lab.thumbprint if t == "PIN" else t for t in tls]
+    der = ssl.PEM_cert_to_DER_cert((tls_lab.dir / "cert.pem").read_text())
+    sha1 = ":".join(f"{b:02X}" for b in hashlib.sha1(der).digest())
+    tls = [tls_lab.thumbprint if t == "PIN" else sha1 if t == "SHA1" else t for t in tls]
     run = mover(*backup_args(tls_lab, "tls-vm", tmp_path / "repo", *tls), lab=tls_lab)
     if code:
         fails(run, code, says)
@@ -67,6 +75,7 @@ def test_certificates(tls_lab: Lab, tmp_path: Path, tls: list[str], code: int,
     else:
         assert run.code == 0, run.stderr
         assert run.result["status"] == "committed"
+        assert any(says in w for w in run.result["warnings"]) == bool(says)
 
 
 def test_unreachable_server(lab: Lab, tmp_path: Path) -> None:

@@ -107,7 +107,13 @@ def test_bad_server_address(text: str) -> None:
         ServerAddress.parse(text)
 
 
-def test_thumbprint_must_be_sha256() -> None:
+def test_thumbprint_is_sha256_or_sha1() -> None:
     with pytest.raises(UsageError, match="SHA-256"):
         TlsPolicy(thumbprint="AB:CD")
-    assert TlsPolicy(thumbprint=":".join(["ab"] * 32)).thumbprint_bytes == b"\xab" * 32
+    with pytest.raises(UsageError, match="SHA-1"):
+        TlsPolicy(thumbprint="ab" * 21)
+    strong = TlsPolicy(thumbprint=":".join(["ab"] * 32))
+    assert strong.thumbprint_bytes == b"\xab" * 32 and not strong.weak
+    weak = TlsPolicy(thumbprint=":".join(["cd"] * 20))
+    assert weak.thumbprint_bytes == b"\xcd" * 20 and weak.algorithm == "sha1" and weak.weak
+    assert not TlsPolicy().weak
