@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from mover import __version__
-from mover.cli import backup, forget, gc, job, listing, repair, restore, verify
+from mover.cli import backup, forget, gc, job, listing, repair, restore, run, verify
 from mover.cli.runner import fail, setup_logging
 from mover.errors import MoverError
 
@@ -22,6 +22,7 @@ def parser() -> argparse.ArgumentParser:
     commands = {"backup": backup.declare(sub, common), "restore": restore.declare(sub, common)}
     listing.declare(sub, common)
     job.declare(sub, common, commands)
+    run.declare(sub, common)
     verify.declare(sub, common)
     forget.declare(sub, common)
     gc.declare(sub, common)

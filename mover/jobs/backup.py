@@ -9,6 +9,7 @@ durable, so an interrupted run leaves nothing a later run trusts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 
@@ -17,24 +18,23 @@ from mover.aio import finish, first_error
 from mover.errors import RepositoryError, UnsupportedVMError
 from mover.extents import total
 from mover.jobs import canary, orphans
-from mover.jobs.control import ControlPlane
 from mover.jobs.dataplane import DataPlane
 from mover.jobs.keepalive import SessionCookie
 from mover.jobs.planning import DiskPlan, Planner
 from mover.jobs.reporting import BackupResult, DiskResult, Reporter
 from mover.jobs.resume import Checkpoint, disk_checkpoint
 from mover.jobs.settings import BackupSettings
+from mover.jobs.shared import Shared, connected
 from mover.jobs.snapshot import BackupSnapshot
 from mover.pipeline.copy import CopyStats, PipelineSettings, copy_disk
 from mover.pipeline.transport import Transport
-from mover.repo import BackupRecord, DiskRecord, Repository
+from mover.repo import BackupRecord, DiskRecord
 from mover.repo.pending import PendingBackup
 from mover.vmdk import Unservable, data_file
 from mover.vsphere import cbt, inventory, snapshots
 from mover.vsphere.disks import DiskInfo, snapshot_disks
 from mover.vsphere.faults import ObjectGone
 from mover.vsphere.inventory import VMFacts
-from mover.vsphere.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +43,20 @@ async def run_backup(settings: BackupSettings, reporter: Reporter) -> BackupResu
     """Back up ``settings.vm`` into ``settings.repo``. Raises a MoverError on failure, after
     removing the snapshot it created."""
     started = clock.monotonic()
-    repo = await asyncio.to_thread(Repository.open, settings.repo, True, settings.block_size)
-    await asyncio.to_thread(repo.clean_stale)
-    control = ControlPlane()
-    session = Session(settings.server, settings.credentials, settings.tls)
-    try:
-        await control.run(session.login)
-        vm = await control.run(inventory.facts, session, settings.vm)
-        run = BackupRun(settings, reporter, repo, control, session, vm)
-        await run.prepare()
-        await run.execute()
-    finally:
-        await control.run(session.logout)
-        control.close()
-    run.result.seconds = clock.monotonic() - started
+    async with connected(settings) as shared:
+        result = await backup_vm(shared, settings, reporter)
+    result.seconds = clock.monotonic() - started
+    return result
+
+
+async def backup_vm(shared: Shared, settings: BackupSettings, reporter: Reporter) -> BackupResult:
+    """Back up ``settings.vm`` with what the process shares (``mover.jobs.shared``): the one
+    VM of ``mover backup`` or one of the VMs of a job. Raises a MoverError on failure, after
+    removing the snapshot it created."""
+    vm = await shared.control.run(inventory.facts, shared.session, settings.vm)
+    run = BackupRun(settings, reporter, shared, vm)
+    await run.prepare()
+    await run.execute()
     return run.result
 
 
@@ -77,16 +77,17 @@ def refuse_encrypted(vm: VMFacts, disks: list[DiskInfo] | tuple[DiskInfo, ...]) 
 class BackupRun:
     """The state of one backup of one VM while it runs."""
 
-    def __init__(self, settings: BackupSettings, reporter: Reporter, repo: Repository,
-                 control: ControlPlane, session: Session, vm: VMFacts) -> None:
+    def __init__(self, settings: BackupSettings, reporter: Reporter, shared: Shared,
+                 vm: VMFacts) -> None:
         self.settings = settings
         self.reporter = reporter
-        self.repo = repo
-        self.control = control
-        self.session = session
+        self.shared = shared
+        self.repo = shared.repo
+        self.control = shared.control
+        self.session = shared.session
         self.vm = vm
         self.result = BackupResult(status="running", backup_id=None, vm=vm.name)
-        self.backup_id = repo.new_backup_id()
+        self.backup_id = self.repo.new_backup_id()
         self.snapshot_name = f"{snapshots.PREFIX}{self.backup_id}"
         self.created = clock.iso()
         self.resuming: Checkpoint | None = None
@@ -149,11 +150,19 @@ class BackupRun:
         try:
             pending = await self._begin()  # holds the backup's lock before its snapshot exists
             snap = self._backup_snapshot()
-            async with snap:
-                records = await self._copy(snap, pending)
-                # After the last read, before the commit: a snapshot removed meanwhile may
-                # have had its delta consolidated into the base disk we read.
-                await snap.verify()
+            try:
+                async with snap:
+                    self.reporter.snapshot_created(
+                        snap.name, float(self.result.snapshot.get("create_seconds", 0.0)))
+                    records = await self._copy(snap, pending)
+                    # After the last read, before the commit: a snapshot removed meanwhile
+                    # may have had its delta consolidated into the base disk we read.
+                    await snap.verify()
+            finally:
+                if snap.snapshot is not None:
+                    self.reporter.snapshot_removed(
+                        snap.name, self.result.snapshot.get("removed") is not False,
+                        self.result.snapshot.get("remove_seconds"))
         except BaseException as exc:
             vm_gone = isinstance(exc, Exception) and not await self._vm_exists()
             # The VM is gone, or the snapshot vanished (blocks read since may be of a later
@@ -196,7 +205,8 @@ class BackupRun:
         max_read = max(block_size, self.settings.pipeline.max_read // block_size * block_size)
         cookie = await SessionCookie.of(self.control, self.session)
         async with DataPlane(self.settings, self.repo.chunks, block_size, cookie,
-                             self.repo.chunks) as plane:
+                             self.repo.chunks, hosts=self.shared.hosts,
+                             bandwidth=self.shared.bandwidth) as plane:
             files = {d.key: await self._data_file(plane, d) for d in disks}
             planner = Planner(self.repo, self.control, self.session, self.vm.ref, snap.ref,
                               self.settings.full, max_read, self.reporter.note, self.resuming,
@@ -213,7 +223,7 @@ class BackupRun:
     async def _data_file(self, plane: DataPlane, disk: DiskInfo) -> str:
         """The file holding ``disk``'s bytes, from its descriptor's extent line; a disk
         ``/folder`` cannot serve raw is refused with the reason."""
-        text = await plane.descriptor(disk, self.vm.datacenter)
+        text = await plane.descriptor(disk, self.vm.datacenter, self.vm.host)
         try:
             return data_file(text, disk.descriptor_path, disk.capacity)
         except Unservable as exc:
@@ -263,7 +273,7 @@ class BackupRun:
         records: dict[int, DiskRecord] = {}
 
         async def one(plan: DiskPlan) -> None:
-            async with limit:
+            async with limit, self.shared.disks or contextlib.nullcontext():
                 records[plan.disk.key] = await self._copy_disk(plane, plan,
                                                                files[plan.disk.key], pending)
 
@@ -278,7 +288,7 @@ class BackupRun:
 
     async def _copy_disk(self, plane: DataPlane, plan: DiskPlan, file: str,
                          pending: PendingBackup) -> DiskRecord:
-        transport = plane.transport(plan.disk, self.vm.datacenter, file)
+        transport = plane.transport(plan.disk, self.vm.datacenter, file, self.vm.host)
         pipeline = self.settings.pipeline
         # The canary reads beside the copy, with a quarter of the disk's fetchers, so that
         # its latency hides behind the copy's; with fewer than 4 fetchers it reads first.
@@ -333,7 +343,7 @@ class BackupRun:
                            pending: PendingBackup, pipeline: PipelineSettings) -> CopyStats:
         disk = plan.disk
         self.reporter.disk_started(disk.key, disk.label, plan.decision.mode,
-                                   sum(f.length for f in plan.reads))
+                                   sum(f.length for f in plan.reads), plan.reason)
         journal = pending.journal(disk.key)
         return await copy_disk(
             transport, plan.reads, plan.index, plane.processor, plane.executor, pipeline,

@@ -3,6 +3,7 @@ keepalive, and the one place where a disk's transport is built and its wrappers 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import types
@@ -15,6 +16,7 @@ from mover.errors import TransportError
 from mover.jobs.keepalive import Keepalive, SessionCookie
 from mover.jobs.settings import BackupSettings
 from mover.pipeline.folder import FolderTransport, folder_url, read_small, ssl_setting
+from mover.pipeline.limits import Bandwidth, HostLimits, LimitedTransport
 from mover.pipeline.process import BlockProcessor, BlockSource, ChunkSink
 from mover.pipeline.retry import RetryBudget, RetryingTransport, RetryPolicy
 from mover.pipeline.transport import Transport
@@ -28,11 +30,20 @@ class DataPlane:
     """Use as ``async with DataPlane(...) as plane``; everything is released on exit.
 
     While the block runs, the control plane's session is pinged every
-    ``settings.pipeline.keepalive`` seconds; a 401 on ``/folder`` refreshes ``cookie``."""
+    ``settings.pipeline.keepalive`` seconds; a 401 on ``/folder`` refreshes ``cookie``.
+
+    A job of several VMs (``mover.jobs.worker``) shares one data plane: ``disks`` is how many
+    disks it copies at once (the connection pool's size), ``hosts`` its per-host limits and
+    ``bandwidth`` its rate over all hosts."""
 
     def __init__(self, settings: BackupSettings, sink: ChunkSink, block_size: int,
-                 cookie: SessionCookie, source: BlockSource | None = None) -> None:
+                 cookie: SessionCookie, source: BlockSource | None = None, *,
+                 disks: int | None = None, hosts: HostLimits | None = None,
+                 bandwidth: Bandwidth | None = None) -> None:
         self.settings = settings
+        self._disks = disks if disks is not None else settings.parallel_disks
+        self._hosts = hosts
+        self._bandwidth = bandwidth
         self.processor = BlockProcessor(sink, block_size, source)
         self.executor = ThreadPoolExecutor(settings.pipeline.workers,
                                            thread_name_prefix="mover-cpu")
@@ -52,7 +63,7 @@ class DataPlane:
 
     async def __aenter__(self) -> DataPlane:
         pipeline = self.settings.pipeline
-        connector = aiohttp.TCPConnector(limit=pipeline.fetchers * self.settings.parallel_disks)
+        connector = aiohttp.TCPConnector(limit=pipeline.fetchers * self._disks)
         # The cookie goes on each request (it changes when the session is renewed); a jar
         # would add whatever the host sets next to it.
         self._http = aiohttp.ClientSession(connector=connector,
@@ -69,9 +80,10 @@ class DataPlane:
                 await self._http.close()
             self.executor.shutdown(wait=True, cancel_futures=True)
 
-    async def descriptor(self, disk: DiskInfo, datacenter: str) -> str:
-        """The text of ``disk``'s descriptor file (``backing.fileName``) over ``/folder``;
-        transient faults are retried as reads are (same attempts, same job budget)."""
+    async def descriptor(self, disk: DiskInfo, datacenter: str, host: str = "") -> str:
+        """The text of ``disk``'s descriptor file (``backing.fileName``) over ``/folder``,
+        in one of host ``host``'s read slots; transient faults are retried as reads are
+        (same attempts, same job budget)."""
         assert self._http is not None, "use DataPlane as an async context manager"
         url = folder_url(self.settings.server.base_url, disk.datastore, disk.descriptor_path,
                          datacenter)
@@ -79,8 +91,11 @@ class DataPlane:
         while True:
             attempt += 1
             try:
-                body = await read_small(self._http, url, self.cookie, COOKIE_NAME, self._ssl,
-                                        timeout=self.settings.pipeline.read_timeout)
+                slots = self._hosts.slots(host) if self._hosts is not None else None
+                async with slots or contextlib.nullcontext():
+                    body = await read_small(self._http, url, self.cookie, COOKIE_NAME,
+                                            self._ssl,
+                                            timeout=self.settings.pipeline.read_timeout)
                 return body.decode("utf-8", errors="replace")
             except TransportError as exc:
                 if (not exc.transient or attempt >= self._policy.attempts
@@ -90,9 +105,11 @@ class DataPlane:
                          attempt, exc)
             await clock.pause(random.uniform(0.0, self._policy.cap(attempt)))
 
-    def transport(self, disk: DiskInfo, datacenter: str, data_path: str) -> Transport:
+    def transport(self, disk: DiskInfo, datacenter: str, data_path: str,
+                  host: str = "") -> Transport:
         """The transport that reads ``disk`` of the backup snapshot, whose bytes are in
-        ``data_path`` (from its descriptor): ``/folder``, retried."""
+        ``data_path`` (from its descriptor), on ESXi host ``host`` (MoRef): ``/folder``,
+        under the job's and the host's limits, retried."""
         assert self._http is not None, "use DataPlane as an async context manager"
         pipeline = self.settings.pipeline
         url = folder_url(self.settings.server.base_url, disk.datastore, data_path,
@@ -101,7 +118,13 @@ class DataPlane:
                                  self.cookie, COOKIE_NAME, self._ssl,
                                  read_timeout=pipeline.read_timeout or None,
                                  idle_timeout=pipeline.idle_timeout or None)
-        retrying = RetryingTransport(folder, self._policy, self.budget)
+        limited: Transport = folder
+        if self._hosts is not None or self._bandwidth is not None:
+            slots = self._hosts.slots(host) if self._hosts is not None else None
+            rates = [b for b in (self._bandwidth, self._hosts.bandwidth(host) if self._hosts
+                                 is not None else None) if b is not None]
+            limited = LimitedTransport(folder, slots, rates)
+        retrying = RetryingTransport(limited, self._policy, self.budget)
         self._transports[disk.key] = retrying
         return retrying
 

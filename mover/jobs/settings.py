@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mover.canary import DEFAULT_BLOCKS
 from mover.pipeline.copy import PipelineSettings
+from mover.retention import KeepPolicy
 from mover.vsphere.address import ServerAddress, TlsPolicy
 from mover.vsphere.session import Credentials
 
@@ -37,3 +38,22 @@ class RestoreSettings:
     output: Path
     force: bool = False                 # overwrite an existing output file
     workers: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class JobSettings:
+    """A job of ``mover run``: the backup settings every VM shares (``backup.vm`` unused),
+    the VMs, and the job's limits, hooks and retention."""
+
+    backup: BackupSettings
+    vms: tuple[str, ...]
+    parallel_vms: int = 1
+    max_disks: int | None = None            # disks copied at once, all VMs together
+    host_reads: int | None = None           # reads in flight per ESXi host, all VMs together
+    bandwidth: float | None = None          # bytes a second over the whole job
+    host_bandwidth: float | None = None     # bytes a second per ESXi host
+    keep: KeepPolicy | None = None          # retention after success
+    pre_hook: tuple[str, ...] = ()          # argv, before the snapshot; failing skips the VM
+    post_hook: tuple[str, ...] = ()         # argv, after the snapshot is removed
+    hook_timeout: float = 600.0
+    metrics_file: Path | None = None

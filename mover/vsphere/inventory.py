@@ -27,6 +27,7 @@ class VMFacts:
     datacenter: str
     encrypted: bool             # config.keyId: the VM's home and disks are encrypted
     disks: tuple[DiskInfo, ...]  # of the running VM (the snapshot's are read later)
+    host: str = ""              # runtime.host's MoRef: the ESXi host whose limits apply
 
 
 def facts(session: Session, spec: str) -> VMFacts:
@@ -34,13 +35,14 @@ def facts(session: Session, spec: str) -> VMFacts:
     ref = find_vm(session, spec)
     # one round trip for what we need (reading ref.config would fetch and decode all of it)
     props = properties(session, ref, ["name", "config.instanceUuid", "config.keyId",
-                                      "config.hardware.device", "parent"])
+                                      "config.hardware.device", "parent", "runtime.host"])
     if props["config.instanceUuid"] is None:
         raise UnsupportedVMError(f"VM {spec!r} has no configuration (is it being created?)")
     return VMFacts(ref, props["name"], ref._moId, props["config.instanceUuid"],
                    session.call(lambda: datacenter_path(session, ref, props["parent"])),
                    props["config.keyId"] is not None,
-                   tuple(disks_of(props["config.hardware.device"] or [])))
+                   tuple(disks_of(props["config.hardware.device"] or [])),
+                   props["runtime.host"]._moId if props.get("runtime.host") is not None else "")
 
 
 def find_vm(session: Session, spec: str) -> Any:

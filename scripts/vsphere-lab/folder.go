@@ -39,6 +39,8 @@ func (l *Lab) serveFolder(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	l.counters.folderRequest(rel)
+	leave := l.reads.enter(l.folderHost(rel))
+	defer leave()
 	fault := l.faults.match("folder", rel)
 	if fault != nil {
 		switch fault.Kind {
@@ -63,7 +65,8 @@ func (l *Lab) serveFolder(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	cw := &countingWriter{ResponseWriter: w, lab: l, rel: rel, limit: -1, pace: l.link.request()}
+	cw := &countingWriter{ResponseWriter: w, lab: l, rel: rel, limit: -1, pace: l.link.request(),
+		leave: leave}
 	if fault != nil && fault.Kind == "reset" {
 		cw.limit = fault.AfterBytes
 	}
@@ -99,6 +102,7 @@ type countingWriter struct {
 	dead  bool
 	error bool // status >= 300: error bodies are not data, not counted
 	pace  *pacer
+	leave func() // the read gauge's exit, before the body's last bytes (concurrency.go)
 }
 
 func (c *countingWriter) WriteHeader(status int) {
@@ -125,6 +129,9 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	}
 	if !c.error {
 		c.pace.wait(int64(len(p)))
+	}
+	if c.leave != nil && c.lastWrite(len(p)) {
+		c.leave()
 	}
 	n, err := c.ResponseWriter.Write(p)
 	c.sent += int64(n)

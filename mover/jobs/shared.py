@@ -1,0 +1,46 @@
+"""What the backups of one process share: the repository handle, the control thread, the
+vSphere session, and the job's limits (disks copied at once, reads in flight and bandwidth
+per ESXi host, bandwidth over all). ``mover backup`` opens it for one VM, ``mover run`` for
+every VM of its job (``mover.jobs.worker``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from mover.jobs.control import ControlPlane
+from mover.jobs.settings import BackupSettings
+from mover.pipeline.limits import Bandwidth, HostLimits
+from mover.repo import Repository
+from mover.vsphere.session import Session
+
+
+@dataclass(slots=True)
+class Shared:
+    repo: Repository
+    control: ControlPlane
+    session: Session
+    hosts: HostLimits | None = None
+    bandwidth: Bandwidth | None = None
+    disks: asyncio.Semaphore | None = None   # disks copied at once, all VMs together
+
+
+@asynccontextmanager
+async def connected(settings: BackupSettings, *, hosts: HostLimits | None = None,
+                    bandwidth: Bandwidth | None = None,
+                    disks: int | None = None) -> AsyncIterator[Shared]:
+    """Open (or create) ``settings.repo``, remove its stale leftovers, log in to
+    ``settings.server``; log out and stop the control thread on the way out."""
+    repo = await asyncio.to_thread(Repository.open, settings.repo, True, settings.block_size)
+    await asyncio.to_thread(repo.clean_stale)
+    control = ControlPlane()
+    session = Session(settings.server, settings.credentials, settings.tls)
+    try:
+        await control.run(session.login)
+        yield Shared(repo, control, session, hosts, bandwidth,
+                     asyncio.Semaphore(disks) if disks is not None else None)
+    finally:
+        await control.run(session.logout)
+        control.close()

@@ -1,0 +1,160 @@
+"""``mover run``: jobs of several VMs against the lab, as a scheduler runs them.
+
+The event stream is parsed with the published models (``mover.jobs.events``); every backup is
+restored and compared with the image the lab froze for its snapshot; the per-host cap of reads
+in flight is checked with the lab's own gauge of concurrent ``/folder`` reads per host.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mover.jobs import events
+from mover_lab import Lab
+
+from .runner import mover, mover_snapshots, restore_sha256, snapshot_digests
+
+MiB = 1 << 20
+KEY = 2000
+
+
+def make_vms(lab: Lab, unique_name: Callable[[str], str], count: int,
+             size: int = 16 * MiB) -> list[str]:
+    rng = random.Random(11)
+    names = []
+    for _ in range(count):
+        name = unique_name("run")
+        lab.create_vm(name, [{"capacity": size, "type": "thin"}], cbt=True)
+        for offset in range(0, size, 4 * MiB):
+            lab.write(name, KEY, offset, rng.randbytes(MiB))
+        names.append(name)
+    return names
+
+
+def job(lab: Lab, vms: list[str], repo: Path, **extra: Any) -> dict[str, Any]:
+    return {"server": lab.url, "user": lab.user, "password_env": "MOVER_PASSWORD",
+            "vms": vms, "repo": str(repo), "fetchers": 4, **extra}
+
+
+def parse(stdout: str) -> list[events.Event]:
+    return [events.parse(line) for line in stdout.splitlines()]
+
+
+def when(event: events.Event) -> float:
+    return datetime.fromisoformat(event.time.replace("Z", "+00:00")).timestamp()
+
+
+def check_stream(stream: list[events.Event], vms: list[str]) -> None:
+    """seq 1, 2, ...; job_started first, job_finished last and equal to the VMs' results;
+    each VM's events in the documented order; progress at most once a second per disk."""
+    assert [e.seq for e in stream] == list(range(1, len(stream) + 1))
+    assert len({e.job_id for e in stream}) == 1
+    first, last = stream[0], stream[-1]
+    assert isinstance(first, events.JobStarted) and first.vms == vms
+    assert isinstance(last, events.JobFinished)
+    finished = {e.vm: e for e in stream if isinstance(e, events.VmFinished)}
+    assert last.results == [finished[vm].result for vm in vms]
+    for vm in vms:
+        kinds = [e.event for e in stream if getattr(e, "vm", None) == vm and e.event != "note"]
+        if finished[vm].status != "committed":
+            continue
+        collapsed = [k for i, k in enumerate(kinds) if i == 0 or k != kinds[i - 1]]
+        assert collapsed[:3] == ["vm_started", "snapshot_created", "disk_started"], collapsed
+        assert collapsed[-3:] == ["disk_finished", "snapshot_removed", "vm_finished"], collapsed
+        assert set(collapsed[3:-3]) <= {"progress"}, collapsed
+        ticks = [when(e) for e in stream if isinstance(e, events.Progress) and e.vm == vm]
+        assert all(b - a >= 0.99 for a, b in itertools.pairwise(ticks)), ticks
+
+
+def test_a_json_job_of_three_vms(lab: Lab, unique_name: Callable[[str], str],
+                                 tmp_path: Path) -> None:
+    lab.configure(snapshotDigests=True, folderConnectionBps=4 * MiB)  # reads that overlap
+    vms = make_vms(lab, unique_name, 3, size=64 * MiB)
+    repo = tmp_path / "repo"
+    path = tmp_path / "job.json"
+    # 3 x 16 MiB written at 12 MiB/s: long enough for progress events; 2 reads per host
+    path.write_text(json.dumps(job(lab, vms, repo, parallel_vms=3, host_reads=2,
+                                   bandwidth=12)))
+    run = mover("run", path, "--json", lab=lab)
+    assert run.code == 0, run.stderr
+    stream = parse(run.stdout)
+    check_stream(stream, vms)
+    assert any(isinstance(e, events.Progress) for e in stream)
+    last = stream[-1]
+    assert isinstance(last, events.JobFinished) and last.status == "committed"
+    for result in last.results:
+        assert result["status"] == "committed"
+        frozen = snapshot_digests(lab, result["vm"], result["snapshot"])
+        assert restore_sha256(repo, result["backup_id"], KEY, tmp_path / "o.img") == frozen[KEY]
+        assert mover_snapshots(lab, result["vm"]) == []
+    peaks = lab.reads()["peak"]
+    assert peaks["*"] >= 1
+    assert all(n <= 2 for host, n in peaks.items() if host != "*"), peaks
+    # one process, one session: one login for the three VMs
+    assert lab.counters()["soap"].get("Login", 0) == 1
+
+
+def test_without_a_host_cap_reads_overlap_more(lab: Lab, unique_name: Callable[[str], str],
+                                               tmp_path: Path) -> None:
+    """The cap above is what held the reads, not the lab: without it they overlap more."""
+    lab.configure(folderConnectionBps=4 * MiB)
+    vms = make_vms(lab, unique_name, 3, size=64 * MiB)
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job(lab, vms, tmp_path / "repo", parallel_vms=3)))
+    run = mover("run", path, "--json", lab=lab)
+    assert run.code == 0, run.stderr
+    assert lab.reads()["peak"]["*"] > 2
+
+
+def test_a_toml_job_with_a_missing_vm_is_partial(lab: Lab, unique_name: Callable[[str], str],
+                                                 tmp_path: Path) -> None:
+    vms = make_vms(lab, unique_name, 2)
+    listed = [vms[0], "no-such-vm", vms[1]]
+    repo = tmp_path / "repo"
+    path = tmp_path / "job.toml"
+    path.write_text(f'server = "{lab.url}"\nuser = "{lab.user}"\n'
+                    f'password_env = "MOVER_PASSWORD"\nrepo = "{repo}"\n'
+                    f'vms = {json.dumps(listed)}\nparallel_vms = 2\n')
+    run = mover("run", path, "--json", lab=lab)
+    assert run.code == 12, run.stderr
+    stream = parse(run.stdout)
+    check_stream(stream, listed)
+    last = stream[-1]
+    assert isinstance(last, events.JobFinished) and last.status == "partial"
+    by_vm = {r["vm"]: r for r in last.results}
+    assert by_vm["no-such-vm"]["status"] == "failed"
+    assert by_vm["no-such-vm"]["error"]["kind"] == "NotFoundError"
+    assert [r["status"] for r in last.results] == ["committed", "failed", "committed"]
+    listing = mover("list", "--repo", repo, "--json")
+    assert sorted(b["vm_name"] for b in listing.result["backups"]) == sorted(vms)
+
+
+def test_a_failing_pre_hook_skips_only_its_vm(lab: Lab, unique_name: Callable[[str], str],
+                                              tmp_path: Path) -> None:
+    vms = make_vms(lab, unique_name, 3)
+    log = tmp_path / "hooks.log"
+    pre = [sys.executable, "-c", "import os, sys; "
+           f"sys.exit(3 if os.environ['MOVER_VM'] == {vms[1]!r} else 0)"]
+    post = [sys.executable, "-c", "import os; "
+            f"open({str(log)!r}, 'a').write(' '.join(os.environ[k] for k in "
+            "('MOVER_VM', 'MOVER_STATUS', 'MOVER_BACKUP_ID')) + '\\n')"]
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job(lab, vms, tmp_path / "repo", pre_hook=pre,
+                                   post_hook=post)))
+    run = mover("run", path, "--json", lab=lab)
+    assert run.code == 12, run.stderr
+    last = parse(run.stdout)[-1]
+    assert isinstance(last, events.JobFinished)
+    assert [r["status"] for r in last.results] == ["committed", "skipped", "committed"]
+    assert "pre-hook" in last.results[1]["error"]["message"]
+    assert lab.snapshot_history(vms[1]) == []          # skipped before its snapshot
+    lines = sorted(log.read_text().splitlines())
+    assert lines == sorted(f"{r['vm']} committed {r['backup_id']}"
+                           for r in last.results if r["status"] == "committed")
