@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from mover import __version__
-from mover.cli import backup, forget, gc, job, listing, repair, restore, run, verify
+from mover.cli import backup, forget, gc, job, listing, metrics, repair, restore, run, verify
 from mover.cli.runner import fail, setup_logging
 from mover.errors import MoverError
 
@@ -27,6 +27,7 @@ def parser() -> argparse.ArgumentParser:
     forget.declare(sub, common)
     gc.declare(sub, common)
     repair.declare(sub, common)
+    metrics.declare(sub, common)
     return top
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from mover import clock
 from mover.errors import MoverError, PartialJob
-from mover.jobs import events, maintenance
+from mover.jobs import events, maintenance, metrics
 from mover.jobs.backup import backup_vm
 from mover.jobs.reporting import BackupResult
 from mover.jobs.settings import JobSettings
@@ -74,6 +74,13 @@ async def run_job(job: JobSettings, stream: EventStream) -> JobResult:
         await _retention(job, done, stream)
     result = _outcome(stream.job_id, done)
     result.seconds = clock.monotonic() - started
+    if job.metrics_file is not None:
+        records = await asyncio.to_thread(shared.repo.list_backups)
+        try:
+            await asyncio.to_thread(metrics.write_job, job.metrics_file, result.results,
+                                    result.seconds, result.exit_code, records)
+        except MoverError as exc:
+            stream.emit(events.Note, message=f"metrics: {exc}")
     stream.emit(events.JobFinished, status=result.status, exit_code=result.exit_code,
                 results=result.results, seconds=result.seconds)
     return result

@@ -80,8 +80,10 @@ def test_a_json_job_of_three_vms(lab: Lab, unique_name: Callable[[str], str],
     repo = tmp_path / "repo"
     path = tmp_path / "job.json"
     # 3 x 16 MiB written at 12 MiB/s: long enough for progress events; 2 reads per host
+    prom = tmp_path / "textfile" / "mover.prom"
+    prom.parent.mkdir()
     path.write_text(json.dumps(job(lab, vms, repo, parallel_vms=3, host_reads=2,
-                                   bandwidth=12)))
+                                   bandwidth=12, metrics_file=str(prom))))
     run = mover("run", path, "--json", lab=lab)
     assert run.code == 0, run.stderr
     stream = parse(run.stdout)
@@ -99,6 +101,37 @@ def test_a_json_job_of_three_vms(lab: Lab, unique_name: Callable[[str], str],
     assert all(n <= 2 for host, n in peaks.items() if host != "*"), peaks
     # one process, one session: one login for the three VMs
     assert lab.counters()["soap"].get("Login", 0) == 1
+    check_metrics(prom.read_text(), last.results)
+    assert [p.name for p in prom.parent.iterdir()] == ["mover.prom"]  # no temporary left
+    repo_series = samples(mover("metrics", "--repo", repo).stdout)
+    for result in last.results:
+        assert repo_series["mover_repo_backups", result["vm"]] == 1
+        assert 0 <= repo_series["mover_repo_newest_backup_age_seconds", result["vm"]] < 600
+        assert repo_series["mover_repo_stored_bytes", result["vm"]] == sum(
+            d["bytes_stored"] for d in result["disks"])
+
+
+def samples(text: str) -> dict[tuple[str, str], float]:
+    """(metric, first label value) -> value, parsed by prometheus_client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, next(iter(s.labels.values()), "")): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def check_metrics(text: str, results: list[dict[str, Any]]) -> None:
+    series = samples(text)
+    for result in results:
+        vm, disks = result["vm"], result["disks"]
+        for field in ("bytes_read", "bytes_stored", "dedup_chunks", "new_chunks", "retries"):
+            assert series[f"mover_vm_{field}", vm] == sum(d[field] for d in disks), field
+        assert series["mover_vm_success", vm] == 1
+        assert series["mover_vm_stun_seconds", vm] == result["snapshot"]["create_seconds"]
+        assert series["mover_vm_last_success_timestamp_seconds", vm] > 0
+    assert series["mover_job_bytes_read", ""] == sum(
+        d["bytes_read"] for r in results for d in r["disks"])
+    assert series["mover_job_vms_committed", ""] == len(results)
+    assert series["mover_job_exit_code", ""] == 0
 
 
 def test_without_a_host_cap_reads_overlap_more(lab: Lab, unique_name: Callable[[str], str],
@@ -121,7 +154,8 @@ def test_a_toml_job_with_a_missing_vm_is_partial(lab: Lab, unique_name: Callable
     path = tmp_path / "job.toml"
     path.write_text(f'server = "{lab.url}"\nuser = "{lab.user}"\n'
                     f'password_env = "MOVER_PASSWORD"\nrepo = "{repo}"\n'
-                    f'vms = {json.dumps(listed)}\nparallel_vms = 2\n')
+                    f'vms = {json.dumps(listed)}\nparallel_vms = 2\n'
+                    f'metrics_file = "{tmp_path / "mover.prom"}"\n')
     run = mover("run", path, "--json", lab=lab)
     assert run.code == 12, run.stderr
     stream = parse(run.stdout)
@@ -132,6 +166,11 @@ def test_a_toml_job_with_a_missing_vm_is_partial(lab: Lab, unique_name: Callable
     assert by_vm["no-such-vm"]["status"] == "failed"
     assert by_vm["no-such-vm"]["error"]["kind"] == "NotFoundError"
     assert [r["status"] for r in last.results] == ["committed", "failed", "committed"]
+    series = samples((tmp_path / "mover.prom").read_text())
+    assert series["mover_job_failures", "NotFoundError"] == 1
+    assert series["mover_vm_success", "no-such-vm"] == 0
+    assert ("mover_vm_last_success_timestamp_seconds", "no-such-vm") not in series
+    assert series["mover_job_exit_code", ""] == 12
     listing = mover("list", "--repo", repo, "--json")
     assert sorted(b["vm_name"] for b in listing.result["backups"]) == sorted(vms)
 
