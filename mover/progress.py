@@ -19,8 +19,6 @@ from rich.progress import (
     TaskID,
     TaskProgressColumn,
     TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 from rich.progress import Progress as RichProgress
 from rich.table import Table
@@ -190,19 +188,22 @@ class RichSink:
         self._console = console
         self._bars = RichProgress(
             TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-            DownloadColumn(binary_units=True), TransferSpeedColumn(), TimeRemainingColumn(),
-            console=console, transient=True)
+            DownloadColumn(binary_units=True), TextColumn("{task.fields[rate]}/s"),
+            TextColumn("ETA {task.fields[eta]}"), console=console, transient=True)
         self._tasks: dict[tuple[str, int], TaskID] = {}
         self._bars.start()
 
     def write(self, event: events.Event) -> None:
         if isinstance(event, events.DiskStarted):
             self._tasks[event.vm, event.disk] = self._bars.add_task(
-                f"{event.vm} {event.label} {event.mode}", total=event.planned_bytes or 1)
+                f"{event.vm} {event.label} {event.mode}", total=event.planned_bytes or 1,
+                rate="-", eta="-")
         elif isinstance(event, events.Progress):
             task = self._tasks.get((event.vm, event.disk))
             if task is not None:
-                self._bars.update(task, completed=event.bytes)
+                eta = event.eta_seconds
+                self._bars.update(task, completed=event.bytes, rate=human_bytes(event.rate),
+                                  eta="-" if eta is None else f"{eta:.0f} s")
         elif isinstance(event, events.DiskFinished):
             task = self._tasks.pop((event.vm, event.disk), None)
             if task is not None:

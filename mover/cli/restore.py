@@ -15,9 +15,15 @@ from mover.progress import human_bytes
 STOPPED = "the partial image was removed; run the restore again"
 
 
+EXAMPLE = """example:
+  mover restore --repo /backups/repo --backup 20261125T021500Z-3f9a1c --disk 2000 \\
+    --output /tmp/web01-disk0.img
+"""
+
 def declare(sub: Commands,
             common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    r = sub.add_parser("restore", parents=[common],
+    r = sub.add_parser("restore", parents=[common], epilog=EXAMPLE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
                        help="write one disk of a backup to an image file")
     r.add_argument("--repo", required=True, type=Path)
     r.add_argument("--backup", required=True, help="backup ID (see mover list)")
