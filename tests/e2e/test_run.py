@@ -197,3 +197,36 @@ def test_a_failing_pre_hook_skips_only_its_vm(lab: Lab, unique_name: Callable[[s
     lines = sorted(log.read_text().splitlines())
     assert lines == sorted(f"{r['vm']} committed {r['backup_id']}"
                            for r in last.results if r["status"] == "committed")
+
+
+def test_sigterm_removes_every_snapshot_and_exits_130(
+        lab: Lab, unique_name: Callable[[str], str], tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    from .runner import env
+
+    lab.configure(folderConnectionBps=1 * MiB)           # the copy takes a while
+    vms = make_vms(lab, unique_name, 2, size=32 * MiB)
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job(lab, vms, tmp_path / "repo", parallel_vms=2)))
+    proc = subprocess.Popen([sys.executable, "-m", "mover.cli", "run", str(path), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env(lab))
+    assert proc.stdout is not None
+    started: set[str] = set()
+    for line in proc.stdout:
+        event = events.parse(line)
+        if isinstance(event, events.DiskStarted):
+            started.add(event.vm)
+        if started == set(vms):
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    error = json.loads(rest.strip().splitlines()[-1])["error"]
+    assert error["kind"] == "Interrupted" and "SIGTERM" in error["message"]
+    for vm in vms:
+        assert mover_snapshots(lab, vm) == []
+    listing = mover("list", "--repo", tmp_path / "repo", "--json")
+    assert listing.result["backups"] == []
