@@ -206,7 +206,8 @@ class BackupRun:
         cookie = await SessionCookie.of(self.control, self.session)
         async with DataPlane(self.settings, self.repo.chunks, block_size, cookie,
                              self.repo.chunks, hosts=self.shared.hosts,
-                             bandwidth=self.shared.bandwidth) as plane:
+                             bandwidth=self.shared.bandwidth,
+                             executor=self.shared.executor) as plane:
             files = {d.key: await self._data_file(plane, d) for d in disks}
             planner = Planner(self.repo, self.control, self.session, self.vm.ref, snap.ref,
                               self.settings.full, max_read, self.reporter.note, self.resuming,

@@ -7,11 +7,12 @@ import contextlib
 import logging
 import random
 import types
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 import aiohttp
 
 from mover import clock
+from mover.aio import TrackedExecutor
 from mover.errors import TransportError
 from mover.jobs.keepalive import Keepalive, SessionCookie
 from mover.jobs.settings import BackupSettings
@@ -34,19 +35,23 @@ class DataPlane:
 
     A job of several VMs (``mover.jobs.worker``) shares one data plane: ``disks`` is how many
     disks it copies at once (the connection pool's size), ``hosts`` its per-host limits and
-    ``bandwidth`` its rate over all hosts."""
+    ``bandwidth`` its rate over all hosts, ``executor`` the job's one CPU pool."""
 
     def __init__(self, settings: BackupSettings, sink: ChunkSink, block_size: int,
                  cookie: SessionCookie, source: BlockSource | None = None, *,
                  disks: int | None = None, hosts: HostLimits | None = None,
-                 bandwidth: Bandwidth | None = None) -> None:
+                 bandwidth: Bandwidth | None = None,
+                 executor: ThreadPoolExecutor | None = None) -> None:
         self.settings = settings
         self._disks = disks if disks is not None else settings.parallel_disks
         self._hosts = hosts
         self._bandwidth = bandwidth
         self.processor = BlockProcessor(sink, block_size, source)
-        self.executor = ThreadPoolExecutor(settings.pipeline.workers,
-                                           thread_name_prefix="mover-cpu")
+        # a job's shared pool through a view of this backup's own work (its exit waits for
+        # that work only), or a pool of its own
+        self.executor: Executor = (TrackedExecutor(executor) if executor is not None else
+                                   ThreadPoolExecutor(settings.pipeline.workers,
+                                                      thread_name_prefix="mover-cpu"))
         tls = settings.tls
         self._ssl = (ssl_setting(tls.insecure, tls.thumbprint_bytes)
                      if settings.server.scheme == "https" else True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -25,22 +26,30 @@ class Shared:
     hosts: HostLimits | None = None
     bandwidth: Bandwidth | None = None
     disks: asyncio.Semaphore | None = None   # disks copied at once, all VMs together
+    executor: ThreadPoolExecutor | None = None  # the CPU pool of every VM's data plane
 
 
 @asynccontextmanager
 async def connected(settings: BackupSettings, *, hosts: HostLimits | None = None,
                     bandwidth: Bandwidth | None = None,
-                    disks: int | None = None) -> AsyncIterator[Shared]:
+                    disks: int | None = None, pool: bool = False) -> AsyncIterator[Shared]:
     """Open (or create) ``settings.repo``, remove its stale leftovers, log in to
-    ``settings.server``; log out and stop the control thread on the way out."""
+    ``settings.server``; log out and stop the control thread on the way out. ``pool``: one
+    CPU pool for every backup (each waits for its own work in it when it ends)."""
     repo = await asyncio.to_thread(Repository.open, settings.repo, True, settings.block_size)
     await asyncio.to_thread(repo.clean_stale)
     control = ControlPlane()
     session = Session(settings.server, settings.credentials, settings.tls)
+    executor = (ThreadPoolExecutor(settings.pipeline.workers, thread_name_prefix="mover-cpu")
+                if pool else None)
     try:
         await control.run(session.login)
         yield Shared(repo, control, session, hosts, bandwidth,
-                     asyncio.Semaphore(disks) if disks is not None else None)
+                     asyncio.Semaphore(disks) if disks is not None else None, executor)
     finally:
-        await control.run(session.logout)
-        control.close()
+        try:
+            await control.run(session.logout)
+        finally:
+            control.close()
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)

@@ -59,7 +59,7 @@ async def run_job(job: JobSettings, stream: EventStream) -> JobResult:
     bandwidth = Bandwidth(job.bandwidth) if job.bandwidth is not None else None
     backups: list[BackupResult | None] = [None] * len(job.vms)
     async with connected(job.backup, hosts=hosts, bandwidth=bandwidth,
-                         disks=job.max_disks) as shared:
+                         disks=job.max_disks, pool=True) as shared:
         slots = asyncio.Semaphore(job.parallel_vms)
 
         async def one(i: int, vm: str) -> None:
