@@ -182,7 +182,8 @@ def settings(job: Job, source: str) -> JobSettings:
         keep=_keep(job.keep, source) if job.keep is not None else None,
         pre_hook=tuple(job.pre_hook or ()), post_hook=tuple(job.post_hook or ()),
         hook_timeout=job.hook_timeout,
-        metrics_file=Path(job.metrics_file) if job.metrics_file else None)
+        metrics_file=Path(job.metrics_file) if job.metrics_file else None,
+        secret_variables=tuple({"MOVER_PASSWORD", job.password_env or "MOVER_PASSWORD"}))
 
 
 def _keep(keep: Keep, source: str) -> KeepPolicy:

@@ -57,3 +57,4 @@ class JobSettings:
     post_hook: tuple[str, ...] = ()         # argv, after the snapshot is removed
     hook_timeout: float = 600.0
     metrics_file: Path | None = None
+    secret_variables: tuple[str, ...] = ("MOVER_PASSWORD",)  # never passed on to a hook

@@ -96,7 +96,8 @@ async def _one_vm(job: JobSettings, shared: Shared, stream: EventStream,
     try:
         if job.pre_hook:
             await run_hook(job.pre_hook, job.hook_timeout, "pre-hook", vm,
-                           {"MOVER_JOB_ID": stream.job_id, "MOVER_VM": vm})
+                           {"MOVER_JOB_ID": stream.job_id, "MOVER_VM": vm},
+                           job.secret_variables)
         result = await backup_vm(shared, settings, reporter)
     except MoverError as exc:
         skipped = isinstance(exc, HookFailed)
@@ -110,7 +111,7 @@ async def _one_vm(job: JobSettings, shared: Shared, stream: EventStream,
             await run_hook(job.post_hook, job.hook_timeout, "post-hook", vm,
                            {"MOVER_JOB_ID": stream.job_id, "MOVER_VM": vm,
                             "MOVER_BACKUP_ID": result.backup_id or "",
-                            "MOVER_STATUS": result.status})
+                            "MOVER_STATUS": result.status}, job.secret_variables)
         except HookFailed as exc:
             result.warnings.append(str(exc))
             reporter.note(str(exc))
@@ -120,12 +121,14 @@ async def _one_vm(job: JobSettings, shared: Shared, stream: EventStream,
 
 
 async def run_hook(argv: tuple[str, ...], timeout: float, what: str, vm: str,
-                   env: dict[str, str]) -> None:
-    """Run ``argv`` (no shell) with ``env`` added to mover's environment; its output goes to
-    mover's stderr. HookFailed when it cannot start, exits non-zero or outlives ``timeout``."""
+                   env: dict[str, str], secrets: tuple[str, ...] = ()) -> None:
+    """Run ``argv`` (no shell) with ``env`` added to mover's environment less the variables
+    ``secrets`` names (the password is not the hook's); its output goes to mover's stderr.
+    HookFailed when it cannot start, exits non-zero or outlives ``timeout``."""
+    inherited = {k: v for k, v in os.environ.items() if k not in secrets}
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, env={**os.environ, **env}, stdin=asyncio.subprocess.DEVNULL,
+            *argv, env={**inherited, **env}, stdin=asyncio.subprocess.DEVNULL,
             stdout=2, stderr=2)
     except OSError as exc:
         raise HookFailed(f"{what} of VM {vm!r} could not start ({argv[0]}: {exc.strerror}): "

@@ -182,8 +182,8 @@ def test_a_failing_pre_hook_skips_only_its_vm(lab: Lab, unique_name: Callable[[s
     pre = [sys.executable, "-c", "import os, sys; "
            f"sys.exit(3 if os.environ['MOVER_VM'] == {vms[1]!r} else 0)"]
     post = [sys.executable, "-c", "import os; "
-            f"open({str(log)!r}, 'a').write(' '.join(os.environ[k] for k in "
-            "('MOVER_VM', 'MOVER_STATUS', 'MOVER_BACKUP_ID')) + '\\n')"]
+            f"open({str(log)!r}, 'a').write(' '.join(os.environ.get(k, '-') for k in "
+            "('MOVER_VM', 'MOVER_STATUS', 'MOVER_BACKUP_ID', 'MOVER_PASSWORD')) + '\\n')"]
     path = tmp_path / "job.json"
     path.write_text(json.dumps(job(lab, vms, tmp_path / "repo", pre_hook=pre,
                                    post_hook=post)))
@@ -195,7 +195,7 @@ def test_a_failing_pre_hook_skips_only_its_vm(lab: Lab, unique_name: Callable[[s
     assert "pre-hook" in last.results[1]["error"]["message"]
     assert lab.snapshot_history(vms[1]) == []          # skipped before its snapshot
     lines = sorted(log.read_text().splitlines())
-    assert lines == sorted(f"{r['vm']} committed {r['backup_id']}"
+    assert lines == sorted(f"{r['vm']} committed {r['backup_id']} -"  # no password
                            for r in last.results if r["status"] == "committed")
 
 
