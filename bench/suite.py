@@ -21,7 +21,7 @@ from typing import Any
 
 import zstandard
 
-from bench import images, limits, peers, report
+from bench import images, limits, peers, report, worker
 from bench.runs import (
     Timeline,
     mover_backup,
@@ -76,6 +76,8 @@ class Suite:
                 self.cases()
             if not args.no_esxi:
                 self.esxi_like()
+            if not args.no_worker:
+                self.r["worker"] = worker.run(self.lab, self.work)
             if args.large:
                 self.large()
         finally:
@@ -426,6 +428,8 @@ class Suite:
                 "esxi_like_incr_1pct_wall_s": med([x["wall"] for x in incrs]),
                 "esxi_like_canary_cost_s": med([x["canary_seconds"] for x in incrs]),
             })
+        if r.get("worker"):
+            r["summary"].update(worker.summary(r["worker"]))
         if self.capacity != 8 * GiB:
             r["summary"]["note"] = f"disk size {self.capacity // GiB} GiB, not the default 8"
         json.dumps(r["summary"])  # fail early on anything that is not JSON

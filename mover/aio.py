@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
+import threading
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -56,3 +58,41 @@ async def finish(work: Awaitable[T], *,
             with contextlib.suppress(Exception):
                 await finish(undo(result))
         raise
+
+
+class TrackedExecutor(concurrent.futures.Executor):
+    """A view of a shared thread pool that knows its own work: ``shutdown`` cancels this
+    view's queued calls and waits for its running ones, never the other users' (and never
+    shuts the pool down). The backups of a job share one pool; each backup's data plane has
+    a view, so that its exit still waits for every block it handed to a thread before the
+    backup's pending state is suspended or aborted (a thread cannot be cancelled)."""
+
+    def __init__(self, pool: concurrent.futures.Executor) -> None:
+        self._pool = pool
+        self._lock = threading.Lock()
+        self._futures: set[concurrent.futures.Future[Any]] = set()
+        self._closed = False
+
+    def submit(self, fn: Callable[..., T], /, *args: Any,
+               **kwargs: Any) -> concurrent.futures.Future[T]:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new work after shutdown")
+            future = self._pool.submit(fn, *args, **kwargs)
+            self._futures.add(future)
+        future.add_done_callback(self._forget)
+        return future
+
+    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            mine = list(self._futures)
+        if cancel_futures:
+            for future in mine:
+                future.cancel()
+        if wait:
+            concurrent.futures.wait(mine)

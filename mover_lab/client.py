@@ -210,6 +210,11 @@ class Lab:
     def counters(self) -> dict[str, Any]:
         return cast(dict[str, Any], self._json("GET", "/counters"))
 
+    def reads(self) -> dict[str, dict[str, int]]:
+        """/folder reads in flight: ``{"peak": {host_moref: n, "*": n}, "now": {...}}``,
+        per ESXi host of the VM read and over all ("*"); peaks since reset_counters."""
+        return cast(dict[str, dict[str, int]], self._json("GET", "/reads"))
+
     def reset_counters(self) -> None:
         self._call("DELETE", "/counters")
 

@@ -25,9 +25,17 @@ STOPPED = ("the snapshot was removed and nothing was committed; run the same bac
            "resume where it stopped")
 
 
+EXAMPLE = """example:
+  MOVER_PASSWORD_FILE=/etc/mover/vc.password mover backup --server vc.example.com \\
+    --user backup@vsphere.local --vm web01 --repo /backups/repo
+  mover backup ... --full --json      # a full, JSON lines on stdout (result last)
+"""
+
 def declare(sub: Commands,
             common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    b = sub.add_parser("backup", parents=[common], help="back up a VM (full or incremental)")
+    b = sub.add_parser("backup", parents=[common], epilog=EXAMPLE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="back up a VM (full or incremental)")
     b.add_argument("--server", required=True, help="vCenter/ESXi host name or URL")
     b.add_argument("--user", required=True)
     b.add_argument("--password-file", type=Path,

@@ -16,9 +16,14 @@ KEEP_HELP = {"last": "keep the N newest backups"} | {
                          ("monthly", "month"), ("yearly", "year"))}
 
 
+EXAMPLE = """example:
+  mover forget --repo /backups/repo --keep-last 7 --keep-daily 14 --dry-run
+"""
+
 def declare(sub: Commands,
             common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    f = sub.add_parser("forget", parents=[common],
+    f = sub.add_parser("forget", parents=[common], epilog=EXAMPLE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
                        help="remove backups by keep rules (their data goes at the next gc)")
     f.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     f.add_argument("--vm", help="only this VM's backups (name or instance UUID)")

@@ -12,10 +12,14 @@ from mover.jobs import maintenance
 from mover.progress import human_bytes
 from mover.repo.s3url import REPO, repo_location
 
+EXAMPLE = """example:
+  mover gc --repo /backups/repo --dry-run
+"""
 
 def declare(sub: Commands,
             common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    g = sub.add_parser("gc", parents=[common],
+    g = sub.add_parser("gc", parents=[common], epilog=EXAMPLE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
                        help="remove data no backup needs; waits for running backups")
     g.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     g.add_argument("--dry-run", action="store_true", help="count what would be freed")

@@ -18,12 +18,19 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"backup": backup.run
                                                              "restore": restore.run}
 
 
+EXAMPLE = """example:
+  mover job backup-web01.json
+  echo '{"type": "backup", ...}' | mover job -
+"""
+
 def declare(sub: Commands,
             common: argparse.ArgumentParser,
             commands: dict[str, argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """``commands``: the parsers of the commands a job file may name (their options are the
     job file's keys)."""
-    j = sub.add_parser("job", parents=[common], help="run a job file (JSON) for a scheduler")
+    j = sub.add_parser("job", parents=[common], epilog=EXAMPLE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="run a job file (JSON) for a scheduler")
     j.add_argument("file", help="the job file, or - for standard input")
     j.set_defaults(json=True, run=run, commands=commands)
     return j

@@ -10,10 +10,16 @@ from mover.progress import human_bytes
 from mover.repo import Repository
 from mover.repo.s3url import REPO, repo_location
 
+EXAMPLE = """example:
+  mover list --repo /backups/repo
+  MOVER_REPO=/backups/repo mover list --json
+"""
 
 def declare(sub: Commands,
             common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    ls = sub.add_parser("list", parents=[common], help="list the backups in a repository")
+    ls = sub.add_parser("list", parents=[common], epilog=EXAMPLE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="list the backups in a repository")
     ls.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(run=run)

@@ -9,10 +9,15 @@ from mover.cli.runner import Commands
 from mover.jobs import maintenance
 from mover.repo.s3url import REPO, repo_location
 
+EXAMPLE = """example:
+  mover repair index --repo /backups/repo
+"""
 
 def declare(sub: Commands,
             common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    rp = sub.add_parser("repair", parents=[common], help="rebuild pack indexes from the packs")
+    rp = sub.add_parser("repair", parents=[common], epilog=EXAMPLE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="rebuild pack indexes from the packs")
     rp.add_argument("what", choices=["index"])
     rp.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     rp.add_argument("--json", action="store_true")

@@ -20,9 +20,15 @@ from mover.repo.s3url import REPO, repo_location
 STOPPED = "nothing more is written"
 
 
+EXAMPLE = """example:
+  mover restore --repo /backups/repo --backup 20261125T021500Z-3f9a1c --disk 2000 \\
+    --output /tmp/web01-disk0.img
+"""
+
 def declare(sub: Commands,
             common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    r = sub.add_parser("restore", parents=[common],
+    r = sub.add_parser("restore", parents=[common], epilog=EXAMPLE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
                        help="write one disk of a backup to an image file, a device or stdout")
     r.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     r.add_argument("--backup", required=True, help="backup ID (see mover list)")

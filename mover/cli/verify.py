@@ -10,10 +10,16 @@ from mover.errors import IntegrityError, UsageError
 from mover.jobs import maintenance
 from mover.repo.s3url import REPO, repo_location
 
+EXAMPLE = """example:
+  mover verify --repo /backups/repo
+  mover verify --repo /backups/repo --read-data-subset 3/7   # a seventh of the chunks
+"""
 
 def declare(sub: Commands,
             common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    v = sub.add_parser("verify", parents=[common], help="check a repository's indexes and chunks")
+    v = sub.add_parser("verify", parents=[common], epilog=EXAMPLE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="check a repository's indexes and chunks")
     v.add_argument("--repo", required=True, type=repo_location, metavar=REPO)
     v.add_argument("--backup", help="check only this backup")
     v.add_argument("--read-data", action="store_true", help="decode and hash every chunk")

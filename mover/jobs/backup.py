@@ -9,6 +9,7 @@ durable, so an interrupted run leaves nothing a later run trusts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from typing import Any
@@ -18,26 +19,24 @@ from mover.aio import finish, first_error
 from mover.errors import MoverError, RepositoryError, UnsupportedVMError
 from mover.extents import total
 from mover.jobs import canary, eligibility, orphans
-from mover.jobs.control import ControlPlane
 from mover.jobs.dataplane import DataPlane
 from mover.jobs.keepalive import SessionCookie
 from mover.jobs.planning import DiskPlan, Planner
 from mover.jobs.reporting import BackupResult, DiskResult, Reporter
 from mover.jobs.resume import Checkpoint, disk_checkpoint
 from mover.jobs.settings import BackupSettings
+from mover.jobs.shared import Shared, connected
 from mover.jobs.snapshot import BackupSnapshot, SnapshotPolicy
 from mover.jobs.vmconfig import saved_vm_config
 from mover.pipeline.copy import CopyStats, PipelineSettings, copy_disk
 from mover.pipeline.transport import Transport
-from mover.repo import BackupRecord, DiskRecord, Repository
+from mover.repo import BackupRecord, DiskRecord
 from mover.repo.pending import PendingBackup
 from mover.vmdk import Unservable, data_file
 from mover.vsphere import cbt, inventory, snapshots
-from mover.vsphere.address import TlsPolicy
 from mover.vsphere.disks import DiskInfo, snapshot_disks
 from mover.vsphere.faults import ObjectGone
 from mover.vsphere.inventory import VMFacts
-from mover.vsphere.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -46,37 +45,29 @@ async def run_backup(settings: BackupSettings, reporter: Reporter) -> BackupResu
     """Back up ``settings.vm`` into ``settings.repo``. Raises a MoverError on failure, after
     removing the snapshot it created."""
     started = clock.monotonic()
-    repo = await asyncio.to_thread(Repository.open, settings.repo, True, settings.block_size)
-    await asyncio.to_thread(repo.clean_stale)
-    control = ControlPlane()
-    session = Session(settings.server, settings.credentials, settings.tls)
+    async with connected(settings) as shared:
+        result = await backup_vm(shared, settings, reporter)
+    result.seconds = clock.monotonic() - started
+    return result
+
+
+async def backup_vm(shared: Shared, settings: BackupSettings, reporter: Reporter) -> BackupResult:
+    """Back up ``settings.vm`` with what the process shares (``mover.jobs.shared``): the one
+    VM of ``mover backup`` or one of the VMs of a job. Raises a MoverError on failure, after
+    removing the snapshot it created."""
+    if shared.tls is not None:   # the data plane pins what the login's pin accepted
+        settings = dataclasses.replace(settings, tls=shared.tls)
+    vm = await shared.control.run(inventory.facts, shared.session, settings.vm)
+    run = BackupRun(settings, reporter, shared, vm)
+    run.result.warnings.extend(shared.warnings)
     try:
-        await control.run(session.login)
-        weak_pin = settings.tls.weak
-        if session.pinned_sha256 is not None and weak_pin:
-            # aiohttp pins SHA-256 only: pin the same certificate the SHA-1 pin accepted
-            settings = dataclasses.replace(settings, tls=TlsPolicy(
-                thumbprint=session.pinned_sha256.hex()))
-        vm = await control.run(inventory.facts, session, settings.vm)
-        run = BackupRun(settings, reporter, repo, control, session, vm)
-        if weak_pin:
-            warning = ("--thumbprint is a SHA-1 fingerprint, which can be forged (SHA-1 "
-                       "collisions): pin the certificate's SHA-256 instead (openssl x509 "
-                       "-noout -fingerprint -sha256)")
-            log.warning("%s", warning)
-            run.result.warnings.append(warning)
-        try:
-            await run.prepare()
-            await run.execute()
-        except MoverError as exc:
-            # every error of the run names its VM (and, from _copy_disk, its disk) in
-            # the JSON result's error.fields
-            exc.fields.setdefault("vm", vm.name)
-            raise
-    finally:
-        await control.run(session.logout)
-        control.close()
-    run.result.seconds = clock.monotonic() - started
+        await run.prepare()
+        await run.execute()
+    except MoverError as exc:
+        # every error of the run names its VM (and, from _copy_disk, its disk) in the JSON
+        # result's error.fields
+        exc.fields.setdefault("vm", vm.name)
+        raise
     return run.result
 
 
@@ -98,16 +89,17 @@ def refuse_encrypted(vm: VMFacts, disks: list[DiskInfo] | tuple[DiskInfo, ...]) 
 class BackupRun:
     """The state of one backup of one VM while it runs."""
 
-    def __init__(self, settings: BackupSettings, reporter: Reporter, repo: Repository,
-                 control: ControlPlane, session: Session, vm: VMFacts) -> None:
+    def __init__(self, settings: BackupSettings, reporter: Reporter, shared: Shared,
+                 vm: VMFacts) -> None:
         self.settings = settings
         self.reporter = reporter
-        self.repo = repo
-        self.control = control
-        self.session = session
+        self.shared = shared
+        self.repo = shared.repo
+        self.control = shared.control
+        self.session = shared.session
         self.vm = vm
         self.result = BackupResult(status="running", backup_id=None, vm=vm.name)
-        self.backup_id = repo.new_backup_id()
+        self.backup_id = self.repo.new_backup_id()
         self.snapshot_name = f"{snapshots.PREFIX}{self.backup_id}"
         self.created = clock.iso()
         self.resuming: Checkpoint | None = None
@@ -172,11 +164,19 @@ class BackupRun:
         try:
             pending = await self._begin()  # holds the backup's lock before its snapshot exists
             snap = self._backup_snapshot()
-            async with snap:
-                records = await self._copy(snap, pending)
-                # After the last read, before the commit: a snapshot removed meanwhile may
-                # have had its delta consolidated into the base disk we read.
-                await snap.verify()
+            try:
+                async with snap:
+                    self.reporter.snapshot_created(
+                        snap.name, float(self.result.snapshot.get("create_seconds", 0.0)))
+                    records = await self._copy(snap, pending)
+                    # After the last read, before the commit: a snapshot removed meanwhile
+                    # may have had its delta consolidated into the base disk we read.
+                    await snap.verify()
+            finally:
+                if snap.snapshot is not None:
+                    self.reporter.snapshot_removed(
+                        snap.name, self.result.snapshot.get("removed") is not False,
+                        self.result.snapshot.get("remove_seconds"))
         except BaseException as exc:
             vm_gone = isinstance(exc, Exception) and not await self._vm_exists()
             # The VM is gone, or the snapshot vanished (blocks read since may be of a later
@@ -221,7 +221,9 @@ class BackupRun:
         max_read = max(block_size, self.settings.pipeline.max_read // block_size * block_size)
         cookie = await SessionCookie.of(self.control, self.session)
         async with DataPlane(self.settings, self.repo.chunks, block_size, cookie,
-                             self.repo.chunks) as plane:
+                             self.repo.chunks, hosts=self.shared.hosts,
+                             bandwidth=self.shared.bandwidth,
+                             executor=self.shared.executor) as plane:
             files = {d.key: await self._data_file(plane, d) for d in disks}
             self.vm_config = await saved_vm_config(self.control, self.session, plane,
                                                    snap.ref, self.vm.datacenter,
@@ -241,7 +243,7 @@ class BackupRun:
     async def _data_file(self, plane: DataPlane, disk: DiskInfo) -> str:
         """The file holding ``disk``'s bytes, from its descriptor's extent line; a disk
         ``/folder`` cannot serve raw is refused with the reason."""
-        text = await plane.descriptor(disk, self.vm.datacenter)
+        text = await plane.descriptor(disk, self.vm.datacenter, self.vm.host)
         try:
             return data_file(text, disk.descriptor_path, disk.capacity)
         except Unservable as exc:
@@ -291,7 +293,7 @@ class BackupRun:
         records: dict[int, DiskRecord] = {}
 
         async def one(plan: DiskPlan) -> None:
-            async with limit:
+            async with limit, self.shared.disks or contextlib.nullcontext():
                 records[plan.disk.key] = await self._copy_disk(plane, plan,
                                                                files[plan.disk.key], pending)
 
@@ -314,7 +316,7 @@ class BackupRun:
 
     async def _copy_disk_of(self, plane: DataPlane, plan: DiskPlan, file: str,
                             pending: PendingBackup) -> DiskRecord:
-        transport = plane.transport(plan.disk, self.vm.datacenter, file)
+        transport = plane.transport(plan.disk, self.vm.datacenter, file, self.vm.host)
         pipeline = self.settings.pipeline
         # The canary reads beside the copy, with a quarter of the disk's fetchers, so that
         # its latency hides behind the copy's; with fewer than 4 fetchers it reads first.
@@ -370,7 +372,7 @@ class BackupRun:
                            pending: PendingBackup, pipeline: PipelineSettings) -> CopyStats:
         disk = plan.disk
         self.reporter.disk_started(disk.key, disk.label, plan.decision.mode,
-                                   sum(f.length for f in plan.reads))
+                                   sum(f.length for f in plan.reads), plan.reason)
         journal = pending.journal(disk.key)
         return await copy_disk(
             transport, plan.reads, plan.index, plane.processor, plane.executor, pipeline,

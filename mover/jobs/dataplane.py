@@ -3,19 +3,22 @@ keepalive, and the one place where a disk's transport is built and its wrappers 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import random
 import types
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 import aiohttp
 
 from mover import clock
+from mover.aio import TrackedExecutor
 from mover.errors import TransportError
 from mover.jobs.keepalive import Keepalive, SessionCookie
 from mover.jobs.settings import BackupSettings
 from mover.pipeline.folder import FolderTransport, folder_url, read_small, ssl_setting
+from mover.pipeline.limits import Bandwidth, HostLimits, LimitedTransport
 from mover.pipeline.process import BlockProcessor, BlockSource, ChunkSink
 from mover.pipeline.retry import (
     HOST_FAULTS,
@@ -35,14 +38,27 @@ class DataPlane:
     """Use as ``async with DataPlane(...) as plane``; everything is released on exit.
 
     While the block runs, the control plane's session is pinged every
-    ``settings.pipeline.keepalive`` seconds; a 401 on ``/folder`` refreshes ``cookie``."""
+    ``settings.pipeline.keepalive`` seconds; a 401 on ``/folder`` refreshes ``cookie``.
+
+    A job of several VMs (``mover.jobs.worker``) shares one data plane: ``disks`` is how many
+    disks it copies at once (the connection pool's size), ``hosts`` its per-host limits and
+    ``bandwidth`` its rate over all hosts, ``executor`` the job's one CPU pool."""
 
     def __init__(self, settings: BackupSettings, sink: ChunkSink, block_size: int,
-                 cookie: SessionCookie, source: BlockSource | None = None) -> None:
+                 cookie: SessionCookie, source: BlockSource | None = None, *,
+                 disks: int | None = None, hosts: HostLimits | None = None,
+                 bandwidth: Bandwidth | None = None,
+                 executor: ThreadPoolExecutor | None = None) -> None:
         self.settings = settings
+        self._disks = disks if disks is not None else settings.parallel_disks
+        self._hosts = hosts
+        self._bandwidth = bandwidth
         self.processor = BlockProcessor(sink, block_size, source)
-        self.executor = ThreadPoolExecutor(settings.pipeline.workers,
-                                           thread_name_prefix="mover-cpu")
+        # a job's shared pool through a view of this backup's own work (its exit waits for
+        # that work only), or a pool of its own
+        self.executor: Executor = (TrackedExecutor(executor) if executor is not None else
+                                   ThreadPoolExecutor(settings.pipeline.workers,
+                                                      thread_name_prefix="mover-cpu"))
         tls = settings.tls
         self._ssl = (ssl_setting(tls.insecure, tls.thumbprint_bytes)
                      if settings.server.scheme == "https" else True)
@@ -60,7 +76,7 @@ class DataPlane:
 
     async def __aenter__(self) -> DataPlane:
         pipeline = self.settings.pipeline
-        connector = aiohttp.TCPConnector(limit=pipeline.fetchers * self.settings.parallel_disks)
+        connector = aiohttp.TCPConnector(limit=pipeline.fetchers * self._disks)
         # The cookie goes on each request (it changes when the session is renewed); a jar
         # would add whatever the host sets next to it.
         self._http = aiohttp.ClientSession(connector=connector,
@@ -77,19 +93,21 @@ class DataPlane:
                 await self._http.close()
             self.executor.shutdown(wait=True, cancel_futures=True)
 
-    async def descriptor(self, disk: DiskInfo, datacenter: str) -> str:
-        """The text of ``disk``'s descriptor file (``backing.fileName``) over ``/folder``;
-        transient faults are retried as reads are (same attempts, same job budget)."""
+    async def descriptor(self, disk: DiskInfo, datacenter: str, host: str = "") -> str:
+        """The text of ``disk``'s descriptor file (``backing.fileName``) over ``/folder``,
+        in one of host ``host``'s read slots; transient faults are retried as reads are
+        (same attempts, same job budget)."""
         body = await self.small_file(disk.datastore, disk.descriptor_path, datacenter,
-                                     disk=disk)
+                                     disk=disk, host=host)
         return body.decode("utf-8", errors="replace")
 
     async def small_file(self, datastore: str, path: str, datacenter: str,
-                         limit: int = 64 * 1024, disk: DiskInfo | None = None) -> bytes:
-        """A whole small datastore file (a descriptor, the NVRAM) over ``/folder``, retried
-        as reads are; TransportError (not transient) for a 404 or a file over ``limit``.
-        A busy or locking host is waited for as ``disk``'s reads are (mover.pipeline.retry;
-        without a disk, within the base --host-wait)."""
+                         limit: int = 64 * 1024, disk: DiskInfo | None = None,
+                         host: str = "") -> bytes:
+        """A whole small datastore file (a descriptor, the NVRAM) over ``/folder``, in one
+        of host ``host``'s read slots, retried as reads are; TransportError (not transient)
+        for a 404 or a file over ``limit``. A busy or locking host is waited for as
+        ``disk``'s reads are (mover.pipeline.retry; without a disk, within --host-wait)."""
         assert self._http is not None, "use DataPlane as an async context manager"
         url = folder_url(self.settings.server.base_url, datastore, path, datacenter)
         pipeline = self.settings.pipeline
@@ -100,9 +118,11 @@ class DataPlane:
         attempt = refusals = 0
         while True:
             try:
-                return await read_small(self._http, url, self.cookie, COOKIE_NAME, self._ssl,
-                                        limit=limit,
-                                        timeout=self.settings.pipeline.read_timeout)
+                slots = self._hosts.slots(host) if self._hosts is not None else None
+                async with slots or contextlib.nullcontext():
+                    return await read_small(self._http, url, self.cookie, COOKIE_NAME,
+                                            self._ssl, limit=limit,
+                                            timeout=self.settings.pipeline.read_timeout)
             except TransportError as exc:
                 if exc.transient and exc.fields.get("fault") in HOST_FAULTS:
                     left = deadline - clock.monotonic()
@@ -129,9 +149,11 @@ class DataPlane:
                 log.info("retrying %s (attempt %d: %s)", what, attempt, exc)
             await clock.pause(random.uniform(0.0, self._policy.cap(attempt)))
 
-    def transport(self, disk: DiskInfo, datacenter: str, data_path: str) -> Transport:
+    def transport(self, disk: DiskInfo, datacenter: str, data_path: str,
+                  host: str = "") -> Transport:
         """The transport that reads ``disk`` of the backup snapshot, whose bytes are in
-        ``data_path`` (from its descriptor): ``/folder``, retried."""
+        ``data_path`` (from its descriptor), on ESXi host ``host`` (MoRef): ``/folder``,
+        under the job's and the host's limits, retried."""
         assert self._http is not None, "use DataPlane as an async context manager"
         pipeline = self.settings.pipeline
         url = folder_url(self.settings.server.base_url, disk.datastore, data_path,
@@ -140,8 +162,14 @@ class DataPlane:
                                  self.cookie, COOKIE_NAME, self._ssl,
                                  read_timeout=pipeline.read_timeout or None,
                                  idle_timeout=pipeline.idle_timeout or None)
+        limited: Transport = folder
+        if self._hosts is not None or self._bandwidth is not None:
+            slots = self._hosts.slots(host) if self._hosts is not None else None
+            rates = [b for b in (self._bandwidth, self._hosts.bandwidth(host) if self._hosts
+                                 is not None else None) if b is not None]
+            limited = LimitedTransport(folder, slots, rates)
         budget = host_wait_budget(disk.capacity, pipeline.host_wait, pipeline.host_wait_per_gib)
-        retrying = RetryingTransport(folder, dataclasses.replace(self._policy, host_wait=budget),
+        retrying = RetryingTransport(limited, dataclasses.replace(self._policy, host_wait=budget),
                                      self.budget)
         self._transports[disk.key] = retrying
         return retrying

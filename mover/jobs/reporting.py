@@ -12,13 +12,24 @@ from mover.errors import CbtSuspect, VSphereError
 
 
 class Reporter(Protocol):
+    """What one VM's backup tells as it runs, in this order: ``snapshot_created``, per disk
+    ``disk_started``, ``disk_progress`` (bytes read since the last call; as often as the
+    pipeline likes: rate limiting is the reporter's), ``disk_done``, then
+    ``snapshot_removed`` (also when the backup failed, once the snapshot existed); ``note``
+    anywhere. ``mover.progress`` turns these into the typed events of ``mover.jobs.events``."""
+
     def note(self, message: str) -> None: ...
 
-    def disk_started(self, key: int, label: str, mode: str, planned_bytes: int) -> None: ...
+    def snapshot_created(self, name: str, stun_seconds: float) -> None: ...
+
+    def disk_started(self, key: int, label: str, mode: str, planned_bytes: int,
+                     reason: str = "") -> None: ...
 
     def disk_progress(self, key: int, done_bytes: int) -> None: ...
 
     def disk_done(self, key: int, result: DiskResult) -> None: ...
+
+    def snapshot_removed(self, name: str, removed: bool, seconds: float | None) -> None: ...
 
 
 @dataclass(slots=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from mover.canary import DEFAULT_BLOCKS
 from mover.pipeline.copy import PipelineSettings
 from mover.repo.s3url import RepoLocation
+from mover.retention import KeepPolicy
 from mover.vsphere.address import ServerAddress, TlsPolicy
 from mover.vsphere.session import Credentials
 
@@ -43,3 +44,23 @@ class RestoreSettings:
     workers: int = 4                    # threads reading and checking chunks
     base_id: str | None = None          # differential: the backup the output holds today
     verify_base: int = 0                # blocks of the output to check against base_id
+
+
+@dataclass(frozen=True, slots=True)
+class JobSettings:
+    """A job of ``mover run``: the backup settings every VM shares (``backup.vm`` unused),
+    the VMs, and the job's limits, hooks and retention."""
+
+    backup: BackupSettings
+    vms: tuple[str, ...]
+    parallel_vms: int = 1
+    max_disks: int | None = None            # disks copied at once, all VMs together
+    host_reads: int | None = None           # reads in flight per ESXi host, all VMs together
+    bandwidth: float | None = None          # bytes a second over the whole job
+    host_bandwidth: float | None = None     # bytes a second per ESXi host
+    keep: KeepPolicy | None = None          # retention after success
+    pre_hook: tuple[str, ...] = ()          # argv, before the snapshot; failing skips the VM
+    post_hook: tuple[str, ...] = ()         # argv, after the snapshot is removed
+    hook_timeout: float = 600.0
+    metrics_file: Path | None = None
+    secret_variables: tuple[str, ...] = ("MOVER_PASSWORD",)  # never passed on to a hook

@@ -31,6 +31,7 @@ class VMFacts:
     disks: tuple[DiskInfo, ...]  # of the running VM (the snapshot's are read later)
     datastores: tuple[str, ...] = ()  # names of the VM's datastores, as the API spells them
     template: bool = False      # config.template: a template cannot be snapshotted
+    host: str = ""              # runtime.host's MoRef: the ESXi host whose limits apply
 
 
 def facts(session: Session, spec: str) -> VMFacts:
@@ -39,7 +40,7 @@ def facts(session: Session, spec: str) -> VMFacts:
     # one round trip for what we need (reading ref.config would fetch and decode all of it)
     props = properties(session, ref, ["name", "config.instanceUuid", "config.keyId",
                                       "config.hardware.device", "parent", "parentVApp",
-                                      "datastore", "config.template"])
+                                      "datastore", "config.template", "runtime.host"])
     if props["config.instanceUuid"] is None:
         raise UnsupportedVMError(f"VM {spec!r} has no configuration (is it being created?)")
     stores = list(props["datastore"] or [])
@@ -51,7 +52,8 @@ def facts(session: Session, spec: str) -> VMFacts:
                    session.call(lambda: datacenter_path(session, ref, start)),
                    props["config.keyId"] is not None,
                    tuple(disks_of(props["config.hardware.device"] or [], store_names)), store_names,
-                   bool(props["config.template"]))
+                   bool(props["config.template"]),
+                   props["runtime.host"]._moId if props.get("runtime.host") is not None else "")
 
 
 def find_vm(session: Session, spec: str) -> Any:

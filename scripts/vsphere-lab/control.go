@@ -64,7 +64,10 @@ func (l *Lab) serveControl(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]bool{"ok": true})
 	case route == "GET counters":
 		writeJSON(w, 200, l.counters.snapshot())
+	case route == "GET reads":
+		writeJSON(w, 200, l.reads.snapshot())
 	case route == "DELETE counters":
+		l.reads.reset()
 		l.counters.reset()
 		writeJSON(w, 200, map[string]bool{"ok": true})
 	case parts[0] == "vms":

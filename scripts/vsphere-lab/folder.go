@@ -48,6 +48,8 @@ func (l *Lab) serveFolder(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer l.limits.leave()
+	leave := l.reads.enter(l.folderHost(rel))
+	defer leave()
 	fault := l.faults.match("folder", rel)
 	if fault != nil {
 		switch fault.Kind {
@@ -75,7 +77,8 @@ func (l *Lab) serveFolder(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	cw := &countingWriter{ResponseWriter: w, lab: l, rel: rel, limit: -1, pace: l.link.request()}
+	cw := &countingWriter{ResponseWriter: w, lab: l, rel: rel, limit: -1, pace: l.link.request(),
+		leave: leave}
 	if fault != nil && fault.Kind == "reset" {
 		cw.limit = fault.AfterBytes
 	}
@@ -108,6 +111,7 @@ type countingWriter struct {
 	dead  bool
 	error bool // status >= 300: error bodies are not data, not counted
 	pace  *pacer
+	leave func() // the read gauge's exit, before the body's last bytes (concurrency.go)
 }
 
 func (c *countingWriter) WriteHeader(status int) {
@@ -134,6 +138,9 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	}
 	if !c.error {
 		c.pace.wait(int64(len(p)))
+	}
+	if c.leave != nil && c.lastWrite(len(p)) {
+		c.leave()
 	}
 	n, err := c.ResponseWriter.Write(p)
 	c.sent += int64(n)

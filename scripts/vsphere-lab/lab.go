@@ -57,6 +57,7 @@ type Lab struct {
 
 	faults   faultSet
 	counters counters
+	reads    readGauge // /folder reads in flight per host (concurrency.go)
 	link     throttle
 	limits   hostLimits
 }
