@@ -51,6 +51,8 @@ from mover.repo.store import Store
 
 log = logging.getLogger(__name__)
 
+#: Looks an acquire with ``wait=False`` takes before it answers "busy".
+PROBES = 3
 #: Environment variable: the lease in seconds (tests use a few seconds; default 300).
 LEASE_VARIABLE = "MOVER_LOCK_LEASE"
 
@@ -224,9 +226,15 @@ class LeasedLocks:
                     lock.start_refreshing()
                 return lock
             self._delete_quietly(own)
-            if not wait:
-                return None
             attempt += 1
+            if not wait:
+                # Unlike a flock, an object can conflict for a moment only: another process
+                # probing the lock (``is_running``, ``forget``) or backing off. Two more
+                # looks, a fraction of a second apart, before "busy".
+                if attempt >= PROBES:
+                    return None
+                clock.sleep(random.uniform(0.1, 0.3))
+                continue
             if attempt == 1:
                 log.info("waiting for lock %s of %s, held by %s", name,
                          self.store.describe(), conflict)
