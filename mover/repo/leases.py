@@ -22,7 +22,8 @@ ended, and the object was still there. Otherwise the lock is *lost* for good.
 when its stamp is older than ``lease + margin`` by the store's clock. A renewal the holder
 counted returned before its old lease ended, so that process saw it; hence it deletes only
 after the holder's counted lease has ended, plus ``margin``. The holder, before anything
-that names chunks (journal segment, disk index, backup record; gc before its deletes),
+that names chunks (pack index, journal segment, disk index, backup record; gc before
+its deletes),
 calls ``check``: it refuses when less than ``headroom`` of the lease is left (after one
 synchronous renewal try) or when its object is gone. So a put checked valid is safe when
 it lands within ``headroom + margin`` of its check; ``margin`` also absorbs the skew
