@@ -21,12 +21,12 @@ ended, and the object was still there. Otherwise the lock is *lost* for good.
 **Why gc cannot delete under a paused writer.** Another process deletes an object only
 when its stamp is older than ``lease + margin`` by the store's clock. A renewal the holder
 counted returned before its old lease ended, so that process saw it; hence it deletes only
-after the holder's counted lease has ended, plus ``margin``. The holder, before anything
-that names chunks (pack index, journal segment, disk index, backup record; gc before
-its deletes),
-calls ``check``: it refuses when less than ``headroom`` of the lease is left (after one
-synchronous renewal try) or when its object is gone. So a put checked valid is safe when
-it lands within ``headroom + margin`` of its check; ``margin`` also absorbs the skew
+after the holder's counted lease has ended, plus ``margin``. The holder calls ``check``
+before anything that names chunks (pack index, journal segment, disk index, backup
+record; gc before its deletes): it refuses when less than ``headroom`` of the lease is
+left (after one synchronous renewal try) or when its object is gone. So a put checked
+valid is safe when it lands within ``headroom + margin`` of its check; ``margin`` also
+absorbs the skew
 between the gateways' clocks (several machines stamping) and S3's one-second
 ``Last-Modified``. The residual case, written down in ``docs/repository.md``: a process
 frozen *between* its check and its request for longer than that.
