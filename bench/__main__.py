@@ -24,6 +24,10 @@ def main() -> int:
                     help="skip the ESXi-like case (/folder throttled like a real host)")
     ap.add_argument("--no-worker", action="store_true",
                     help="skip mover run: the bandwidth limit, one job against three processes")
+    ap.add_argument("--no-s3", action="store_true",
+                    help="skip the S3 rows (an s3:// repository on the lab's Ceph RGW)")
+    ap.add_argument("--no-scale", action="store_true",
+                    help="skip the scale model's simulation (docs/scale.md)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     return Suite(args).main()

@@ -7,6 +7,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from bench import s3, scale
+
 MB = 1e6
 MiB = 1 << 20
 
@@ -123,6 +125,10 @@ def markdown(r: dict[str, Any]) -> str:
               f"({s.get('full_chunks')}) | far fewer than chunks |",
               f"| gc after forget --keep-last 1: wall s / peak RSS MiB | "
               f"{_f(s.get('gc_wall_s'), 2)} / {_f(s.get('gc_peak_rss_mib'), 0)} | |", ""]
+    if "s3" in r:
+        lines += s3.markdown(r["s3"])
+    if "scale" in r:
+        lines += scale.markdown(r["scale"])
     lines.append(f"Total bench time {r['seconds'] / 60:.1f} min.")
     return "\n".join(lines)
 

@@ -21,7 +21,8 @@ from typing import Any
 
 import zstandard
 
-from bench import images, limits, peers, report, worker
+
+from bench import images, limits, peers, report, s3, scale, worker
 from bench.runs import (
     Timeline,
     mover_backup,
@@ -72,6 +73,10 @@ class Suite:
         self.lab = Lab.start(self.work / "lab")
         try:
             self.realistic()
+            if not getattr(args, "no_s3", True):
+                self.r["s3"] = s3.run(self.lab, self.image, self.capacity, self.work)
+            if not getattr(args, "no_scale", True):
+                self.r["scale"] = scale.compare()
             if not args.no_cases:
                 self.cases()
             if not args.no_esxi:

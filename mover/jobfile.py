@@ -66,6 +66,11 @@ def _typed(key: str, value: Any, action: argparse.Action, where: str) -> Any:
         want = action.type if isinstance(action.type, type) else str
     if value is None and action.default is None:
         return None
+    if callable(action.type) and not isinstance(action.type, type) and isinstance(value, str):
+        try:   # a parsing function (``--repo``'s): the same check as on the command line
+            return action.type(value)
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            raise UsageError(f"{where}: {key!r}: {exc}") from None
     if want is Path and isinstance(value, str):
         return Path(value)
     if want is float and isinstance(value, int) and not isinstance(value, bool):

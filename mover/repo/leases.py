@@ -21,11 +21,12 @@ ended, and the object was still there. Otherwise the lock is *lost* for good.
 **Why gc cannot delete under a paused writer.** Another process deletes an object only
 when its stamp is older than ``lease + margin`` by the store's clock. A renewal the holder
 counted returned before its old lease ended, so that process saw it; hence it deletes only
-after the holder's counted lease has ended, plus ``margin``. The holder, before anything
-that names chunks (journal segment, disk index, backup record; gc before its deletes),
-calls ``check``: it refuses when less than ``headroom`` of the lease is left (after one
-synchronous renewal try) or when its object is gone. So a put checked valid is safe when
-it lands within ``headroom + margin`` of its check; ``margin`` also absorbs the skew
+after the holder's counted lease has ended, plus ``margin``. The holder calls ``check``
+before anything that names chunks (pack index, journal segment, disk index, backup
+record; gc before its deletes): it refuses when less than ``headroom`` of the lease is
+left (after one synchronous renewal try) or when its object is gone. So a put checked
+valid is safe when it lands within ``headroom + margin`` of its check; ``margin`` also
+absorbs the skew
 between the gateways' clocks (several machines stamping) and S3's one-second
 ``Last-Modified``. The residual case, written down in ``docs/repository.md``: a process
 frozen *between* its check and its request for longer than that.
@@ -51,6 +52,8 @@ from mover.repo.store import Store
 
 log = logging.getLogger(__name__)
 
+#: Looks an acquire with ``wait=False`` takes before it answers "busy".
+PROBES = 3
 #: Environment variable: the lease in seconds (tests use a few seconds; default 300).
 LEASE_VARIABLE = "MOVER_LOCK_LEASE"
 
@@ -224,9 +227,15 @@ class LeasedLocks:
                     lock.start_refreshing()
                 return lock
             self._delete_quietly(own)
-            if not wait:
-                return None
             attempt += 1
+            if not wait:
+                # Unlike a flock, an object can conflict for a moment only: another process
+                # probing the lock (``is_running``, ``forget``) or backing off. Two more
+                # looks, a fraction of a second apart, before "busy".
+                if attempt >= PROBES:
+                    return None
+                clock.sleep(random.uniform(0.1, 0.3))
+                continue
             if attempt == 1:
                 log.info("waiting for lock %s of %s, held by %s", name,
                          self.store.describe(), conflict)

@@ -21,6 +21,7 @@ same error, because chunks of the lost pack are in the table but not in the repo
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from mover import clock
 from mover.errors import IntegrityError, ObjectMissing, RepositoryError
@@ -42,12 +43,19 @@ SPARE_BUFFERS = 2
 """Buffers of written packs kept for the next ones (besides the open pack's)."""
 
 
-def write_pack(store: Store, builder: PackBuilder) -> tuple[bytes, bytes, int]:
+def write_pack(store: Store, builder: PackBuilder,
+               before_index: Callable[[], None] | None = None) -> tuple[bytes, bytes, int]:
     """Seal ``builder`` and write the pack, then its index (the durability order: only then
-    may anything name its chunks). Returns (pack id, index id, bytes written)."""
+    may anything name its chunks). ``before_index`` may refuse (raise) just before the
+    index is written: an index makes the chunks visible to every other writer, so it is
+    written only under a lock that surely still holds (``mover.repo.leases``); a pack
+    without its index is ignored, and gc removes it. Returns (pack id, index id, bytes
+    written)."""
     entries = list(builder.entries)
     pack_id, data = builder.seal()
     store.put(layout.pack(pack_id), data)
+    if before_index is not None:
+        before_index()
     index_id, index = encode_index([(pack_id, entries)])
     store.put(layout.index(index_id), index)
     size = len(data) + len(index)
@@ -78,6 +86,9 @@ class PackedChunks:
         self._refreshing = threading.Lock()         # one refresh at a time
         self._refreshed_at = 0.0                    # clock.monotonic() of the last one
         self._refresh_cost = 0.0                    # seconds it took
+        # Called before each pack index is written: the Repository checks the locks of its
+        # pending backups there (a leased lock that ran out must not publish chunks).
+        self.guard: Callable[[], None] | None = None
         self.refresh()
 
     # -- reading the repository's indexes -------------------------------------------------
@@ -212,7 +223,7 @@ class PackedChunks:
 
     def _write(self, number: int, builder: PackBuilder) -> None:
         try:
-            pack_id, index_id, _ = write_pack(self.store, builder)
+            pack_id, index_id, _ = write_pack(self.store, builder, self.guard)
         except BaseException as exc:
             with self._idle:
                 self._in_flight -= 1

@@ -28,8 +28,10 @@ class PendingBackup:
     """
 
     def __init__(self, store: Store, vm_instance_uuid: str, backup_id: str,
-                 held: list[Lock], drain: Callable[[], None] | None = None) -> None:
+                 held: list[Lock], drain: Callable[[], None] | None = None,
+                 on_finish: Callable[[PendingBackup], None] | None = None) -> None:
         self.store = store
+        self._on_finish = on_finish  # told when this backup is committed or left
         self._drain = drain          # waits for the chunk store's pack writes in flight
         self.backup_id = backup_id
         self.vm_instance_uuid = vm_instance_uuid
@@ -133,6 +135,8 @@ class PendingBackup:
             if self._drain is not None:
                 self._drain()
         finally:
+            if self._on_finish is not None:
+                self._on_finish(self)
             for lock in reversed(self._held):
                 lock.release()
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import re
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ class Repository:
         self.config = config
         self.codec = config.codec()
         self.chunks = PackedChunks(store, self.codec, pack_target)
+        self._writing: dict[int, PendingBackup] = {}   # pending backups of this process
+        self._writing_guard = threading.Lock()
+        self.chunks.guard = self._check_writers
 
     @property
     def location(self) -> str:
@@ -130,8 +134,23 @@ class Repository:
             for lock in reversed(held):
                 lock.release()
             raise
-        return PendingBackup(self.store, vm_instance_uuid, backup_id, held,
-                             self.chunks.drain)
+        pending = PendingBackup(self.store, vm_instance_uuid, backup_id, held,
+                                self.chunks.drain, on_finish=self._finished)
+        with self._writing_guard:
+            self._writing[id(pending)] = pending
+        return pending
+
+    def _finished(self, pending: PendingBackup) -> None:
+        with self._writing_guard:
+            self._writing.pop(id(pending), None)
+
+    def _check_writers(self) -> None:
+        """Before a pack index is written: the locks of every pending backup of this
+        process still hold (packs are shared by the backups of one process)."""
+        with self._writing_guard:
+            writers = list(self._writing.values())
+        for pending in writers:
+            pending.check_locks()
 
     def resumable(self, vm_instance_uuid: str) -> list[tuple[str, dict[str, Any]]]:
         """Pending backups of a VM that left a checkpoint: (backup id, checkpoint), newest

@@ -273,3 +273,20 @@ def test_a_shared_acquire_sweeps_stale_shared_objects(fake: FakeTime) -> None:
     live = locks(store, "next").acquire("repository", shared=True)
     assert live is not None
     assert list(store.list(layout.lock_prefix("repository"))) == [live.object_name]
+
+
+def test_a_writer_paused_past_its_lease_publishes_no_pack_index(fake: FakeTime) -> None:
+    """A pack index makes chunks visible to every writer; written after gc listed the
+    indexes and before it listed the packs, it would name a pack gc deletes."""
+    store, repo = writer(fake)
+    backup(repo, "20261201T000000Z-aaaaaa")
+    indexes = sorted(store.list(layout.INDEX))
+    pending = repo.begin(VM, "20261202T000000Z-bbbbbb")
+    block = b"q" * BS
+    repo.chunks.put(repo.chunks.digest(block), block)
+    fake.t += TIMES.lease + 1
+    with pytest.raises(RepositoryError, match="no longer held"):
+        repo.chunks.sync()
+    assert sorted(store.list(layout.INDEX)) == indexes        # the pack stays unindexed
+    pending.suspend()
+    assert repo._writing == {}

@@ -4,6 +4,7 @@ parsed (a bad URL is a usage error naming what is wrong, exit 2)."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,21 @@ def test_a_bad_s3_url_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> No
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "an s3:// URL holds only a bucket and a prefix" in err and "AWS_ENDPOINT_URL" in err
+
+
+def test_a_job_file_takes_the_same_repository_values(tmp_path: Path) -> None:
+    from mover import jobfile
+    from mover.cli import _subparsers, parser
+    from mover.errors import UsageError
+
+    commands = _subparsers(parser())
+    base = {"type": "restore", "backup": "b", "disk": 2000, "output": str(tmp_path / "o")}
+    _, settings = jobfile.load(json.dumps({**base, "repo": "s3://backups/site-a"}), "j",
+                               {"restore": commands["restore"]})
+    assert settings.repo == "s3://backups/site-a"
+    _, settings = jobfile.load(json.dumps({**base, "repo": "/srv/repo"}), "j",
+                               {"restore": commands["restore"]})
+    assert settings.repo == Path("/srv/repo")
+    with pytest.raises(UsageError, match=r"'repo'.*not a valid bucket name"):
+        jobfile.load(json.dumps({**base, "repo": "s3://No_Bucket/x"}), "j",
+                     {"restore": commands["restore"]})
