@@ -27,6 +27,7 @@ from mover.jobs.reporting import BackupResult
 from mover.jobs.restore import run_restore
 from mover.jobs.serve import ServeSettings, listen_address, run_serve
 from mover.jobs.settings import BackupSettings, RestoreSettings
+from mover.jobs.vmrestore import VSphereRestoreSettings, network_map, run_vsphere_restore
 from mover.pipeline.copy import PipelineSettings
 from mover.progress import BarReporter, JsonReporter, human_bytes
 from mover.repo import Repository
@@ -92,11 +93,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="JSON lines on stdout, result last")
 
     r = sub.add_parser("restore", parents=[common],
-                       help="write one disk of a backup to an image file")
+                       help="write one disk of a backup to a file, device or stdout, or the "
+                       "whole VM into vSphere (--to-vsphere)")
     r.add_argument("--repo", required=True, type=Path)
     r.add_argument("--backup", required=True, help="backup ID (see mover list)")
-    r.add_argument("--disk", required=True, type=int, help="disk key, e.g. 2000")
-    r.add_argument("--output", required=True, type=Path,
+    r.add_argument("--disk", type=int, help="disk key, e.g. 2000 (not with --to-vsphere)")
+    r.add_argument("--output", type=Path,
                    help="a new image file, a block device, an existing image with --base, or "
                    "- for standard output (the result line then goes to stderr)")
     r.add_argument("--force", action="store_true", help="replace an existing output file")
@@ -105,6 +107,26 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--verify-base", type=int, nargs="?", const=16, default=0, metavar="N",
                    help="with --base: first check N blocks (default 16) of --output against "
                    "BASE_ID")
+    vs = r.add_argument_group("into vSphere (a new VM from the backup's saved configuration)")
+    vs.add_argument("--to-vsphere", action="store_true", help="create a new VM and write "
+                    "every disk of the backup into it")
+    vs.add_argument("--server", help="vCenter/ESXi host name or URL")
+    vs.add_argument("--user")
+    vs.add_argument("--password-file", type=Path,
+                    help="file holding the password (or set MOVER_PASSWORD)")
+    rtls = vs.add_mutually_exclusive_group()
+    rtls.add_argument("--insecure", action="store_true", help="do not verify the certificate")
+    rtls.add_argument("--thumbprint", help="pin the server certificate's SHA-256 fingerprint")
+    vs.add_argument("--name", help="the new VM's name (default: the backed-up VM's; a name "
+                    "in use is refused)")
+    vs.add_argument("--datastore", help="datastore for the VM and its disks (default: the "
+                    "original one)")
+    vs.add_argument("--folder", help="inventory path of the VM folder, e.g. DC0/vm/restored")
+    vs.add_argument("--resource-pool", help="resource pool name or inventory path")
+    vs.add_argument("--host", help="host to place the VM on")
+    vs.add_argument("--network-map", action="append", default=[], metavar="OLD=NEW",
+                    help="connect NICs of network OLD to NEW (repeatable)")
+    vs.add_argument("--power-on", action="store_true", help="power the new VM on at the end")
     r.add_argument("--json", action="store_true")
 
     sv = sub.add_parser("serve", parents=[common], help="export one disk of a backup "
@@ -320,6 +342,11 @@ def _restore(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):  # the restore removes its partial image
         signal.signal(sig, stop)
+    if args.to_vsphere:
+        return _restore_vsphere(args)
+    if args.disk is None or args.output is None:
+        raise UsageError("restore needs --disk KEY and --output (a file, a device or -), or "
+                         "--to-vsphere")
     if args.verify_base and not args.base:
         raise UsageError("--verify-base checks the target against --base BASE_ID: add --base")
     to_stdout = str(args.output) == "-"
@@ -333,6 +360,27 @@ def _restore(args: argparse.Namespace) -> int:
         print(f"restored disk {result.disk_key} of backup {result.backup_id} to {result.output}:"
               f" {human_bytes(result.capacity)}, {human_bytes(result.bytes_written)} written, "
               f"{result.seconds:.1f} s, every chunk verified", file=out)
+    return 0
+
+
+def _restore_vsphere(args: argparse.Namespace) -> int:
+    if not (args.server and args.user):
+        raise UsageError("--to-vsphere needs --server and --user (and --password-file or "
+                         "MOVER_PASSWORD)")
+    result = run_vsphere_restore(VSphereRestoreSettings(
+        server=ServerAddress.parse(args.server),
+        credentials=Credentials(args.user, _password(args.password_file)),
+        repo=args.repo, backup_id=args.backup,
+        tls=TlsPolicy(insecure=args.insecure, thumbprint=args.thumbprint), name=args.name,
+        datastore=args.datastore, folder=args.folder, resource_pool=args.resource_pool,
+        host=args.host, network_map=network_map(args.network_map), power_on=args.power_on))
+    if args.json:
+        print(json.dumps({"status": "restored", **asdict(result)}, sort_keys=True))
+    else:
+        print(f"restored backup {result.backup_id} as VM {result.vm_name!r} "
+              f"({result.vm_moref}, {result.vmx}): {len(result.disks)} disks by "
+              f"{result.method}, {result.seconds:.1f} s"
+              f"{', powered on' if result.powered_on else ''}")
     return 0
 
 

@@ -61,11 +61,11 @@ def run_restore(settings: RestoreSettings) -> RestoreResult:
             base = _base_index(repo, record, index, settings)
             blocks = list(restoreplan.changed_blocks(base, index))
         target = _open_target(settings, index.capacity)
-        verified, done = 0, _Done()
+        verified, done = 0, Progress()
         try:
             if base is not None:
                 verified = _verify_base(repo, target, base, settings)
-            _copy(repo, index, blocks, target, settings.workers, done)
+            copy_blocks(repo, index, blocks, target, settings.workers, done)
             target.commit()
         except BaseException as exc:
             target.abort()
@@ -76,7 +76,7 @@ def run_restore(settings: RestoreSettings) -> RestoreResult:
 
 
 @dataclass(slots=True)
-class _Done:
+class Progress:
     """What the copy has handed to the target so far."""
 
     blocks: int = 0
@@ -179,8 +179,8 @@ def _verify_base(repo: Repository, target: RestoreTarget, base: FixedIndex,
     return len(blocks)
 
 
-def _copy(repo: Repository, index: FixedIndex, blocks: Iterable[int],
-          target: RestoreTarget, workers: int, done: _Done) -> None:
+def copy_blocks(repo: Repository, index: FixedIndex, blocks: Iterable[int],
+                target: RestoreTarget, workers: int, done: Progress) -> None:
     """Write ``blocks`` of ``index`` to ``target`` in ascending order, counting in ``done``."""
     size = index.block_size
 
@@ -227,7 +227,7 @@ def _copy(repo: Repository, index: FixedIndex, blocks: Iterable[int],
 
 
 def _explained(exc: BaseException, target: RestoreTarget, settings: RestoreSettings,
-               done: _Done) -> BaseException:
+               done: Progress) -> BaseException:
     """The error with what it left behind: nothing (a new file), or a partly written target."""
     if not isinstance(exc, MoverError):
         return exc
