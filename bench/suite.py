@@ -21,7 +21,7 @@ from typing import Any
 
 import zstandard
 
-from bench import images, limits, peers, report
+from bench import images, limits, peers, report, restore
 from bench.runs import (
     Timeline,
     mover_backup,
@@ -72,6 +72,8 @@ class Suite:
         self.lab = Lab.start(self.work / "lab")
         try:
             self.realistic()
+            if not args.no_restore:
+                restore.run(self)
             if not args.no_cases:
                 self.cases()
             if not args.no_esxi:
@@ -414,6 +416,7 @@ class Suite:
             "gc_wall_s": gc["wall"] if gc else None,
             "gc_peak_rss_mib": gc["maxrss_mib"] if gc else None,
         }
+        r["summary"].update(r.get("restore", {}).get("summary", {}))
         esxi = r.get("esxi_like")
         if esxi:
             full, incrs = esxi[0], esxi[1:]
