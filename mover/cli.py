@@ -27,7 +27,12 @@ from mover.jobs.reporting import BackupResult
 from mover.jobs.restore import run_restore
 from mover.jobs.serve import ServeSettings, listen_address, run_serve
 from mover.jobs.settings import BackupSettings, RestoreSettings
-from mover.jobs.vmrestore import VSphereRestoreSettings, network_map, run_vsphere_restore
+from mover.jobs.vmrestore import (
+    VSphereRestoreSettings,
+    network_map,
+    run_disk_into_vm,
+    run_vsphere_restore,
+)
 from mover.pipeline.copy import PipelineSettings
 from mover.progress import BarReporter, JsonReporter, human_bytes
 from mover.repo import Repository
@@ -127,6 +132,8 @@ def parser() -> argparse.ArgumentParser:
     vs.add_argument("--network-map", action="append", default=[], metavar="OLD=NEW",
                     help="connect NICs of network OLD to NEW (repeatable)")
     vs.add_argument("--power-on", action="store_true", help="power the new VM on at the end")
+    vs.add_argument("--into-vm", metavar="VM", help="with --disk: write that disk onto the "
+                    "same disk of this existing, powered-off VM (same size) instead")
     r.add_argument("--json", action="store_true")
 
     sv = sub.add_parser("serve", parents=[common], help="export one disk of a backup "
@@ -342,7 +349,7 @@ def _restore(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):  # the restore removes its partial image
         signal.signal(sig, stop)
-    if args.to_vsphere:
+    if args.to_vsphere or args.into_vm:
         return _restore_vsphere(args)
     if args.disk is None or args.output is None:
         raise UsageError("restore needs --disk KEY and --output (a file, a device or -), or "
@@ -367,13 +374,25 @@ def _restore_vsphere(args: argparse.Namespace) -> int:
     if not (args.server and args.user):
         raise UsageError("--to-vsphere needs --server and --user (and --password-file or "
                          "MOVER_PASSWORD)")
-    result = run_vsphere_restore(VSphereRestoreSettings(
+    settings = VSphereRestoreSettings(
         server=ServerAddress.parse(args.server),
         credentials=Credentials(args.user, _password(args.password_file)),
         repo=args.repo, backup_id=args.backup,
         tls=TlsPolicy(insecure=args.insecure, thumbprint=args.thumbprint), name=args.name,
         datastore=args.datastore, folder=args.folder, resource_pool=args.resource_pool,
-        host=args.host, network_map=network_map(args.network_map), power_on=args.power_on))
+        host=args.host, network_map=network_map(args.network_map), power_on=args.power_on)
+    if args.into_vm:
+        if args.disk is None or args.to_vsphere:
+            raise UsageError("--into-vm VM writes one disk: give --disk KEY, without "
+                             "--to-vsphere")
+        into = run_disk_into_vm(settings, args.disk, args.into_vm)
+        if args.json:
+            print(json.dumps({"status": "restored", **asdict(into)}, sort_keys=True))
+        else:
+            print(f"wrote disk {into.disk_key} of backup {into.backup_id} onto {into.file} of "
+                  f"VM {into.vm_name!r}: {human_bytes(into.capacity)}, {into.seconds:.1f} s")
+        return 0
+    result = run_vsphere_restore(settings)
     if args.json:
         print(json.dumps({"status": "restored", **asdict(result)}, sort_keys=True))
     else:

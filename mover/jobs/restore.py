@@ -66,7 +66,12 @@ def run_restore(settings: RestoreSettings) -> RestoreResult:
             if base is not None:
                 verified = _verify_base(repo, target, base, settings)
             copy_blocks(repo, index, blocks, target, settings.workers, done)
-            target.commit()
+            try:
+                target.commit()
+            except OSError as exc:  # fsync or rename: the data may not be durable
+                raise RepositoryError(f"cannot complete the restored disk at "
+                                      f"{target.describe()}: {exc.strerror or exc}; check "
+                                      "free space and the file system there") from exc
         except BaseException as exc:
             target.abort()
             raise _explained(exc, target, settings, done) from exc
@@ -130,6 +135,8 @@ def _open_target(settings: RestoreSettings, capacity: int) -> RestoreTarget:
     except OSError as exc:
         raise UsageError(f"cannot use --output {path}: {exc.strerror}") from exc
     is_device = mode is not None and stat.S_ISBLK(mode)
+    if mode is not None and stat.S_ISDIR(mode):
+        raise UsageError(f"--output {path} is a directory: name the image file to create")
     if settings.base_id is not None:
         if mode is None or not (is_device or stat.S_ISREG(mode)):
             raise UsageError(f"--base needs --output to be the existing file or block device "

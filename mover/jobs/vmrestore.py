@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mover import clock
-from mover.errors import MoverError, UnsupportedVMError, UsageError
+from mover.errors import MoverError, NotFoundError, UnsupportedVMError, UsageError
 from mover.index import FixedIndex
 from mover.jobs.restore import Progress, copy_blocks
 from mover.pipeline.upload import FolderClient, FolderUpload, folder_path
@@ -116,6 +116,69 @@ def run_vsphere_restore(settings: VSphereRestoreSettings) -> VSphereRestoreResul
     result.backup_id = record.id
     result.seconds = clock.monotonic() - started
     return result
+
+
+@dataclass(slots=True)
+class DiskIntoVMResult:
+    backup_id: str
+    disk_key: int
+    vm_name: str
+    file: str
+    data_file: str
+    capacity: int
+    bytes_sent: int
+    method: str
+    seconds: float
+
+
+def run_disk_into_vm(settings: VSphereRestoreSettings, disk_key: int,
+                     vm: str) -> DiskIntoVMResult:
+    """Write disk ``disk_key`` of the backup onto the same disk of the existing, powered-off
+    VM ``vm`` (same size), by ``/folder`` PUT of its flat file. A failure leaves that disk
+    partially written, and the error says so."""
+    started = clock.monotonic()
+    repo = Repository.open(settings.repo, create=False)
+    with repo.reading():
+        record = repo.get_backup(settings.backup_id)
+        if not any(d.key == disk_key for d in record.disks):
+            keys = ", ".join(str(d.key) for d in record.disks)
+            raise NotFoundError(f"backup {record.id} has no disk {disk_key}; its disks are "
+                                f"{keys}")
+        index = repo.read_index(record, disk_key)
+        session = Session(settings.server, settings.credentials, settings.tls)
+        session.login()
+        try:
+            _ref, disk, datacenter = vmcreate.existing_disk(session, vm, disk_key)
+            if disk.capacity != index.capacity:
+                raise UsageError(f"disk {disk_key} of VM {vm!r} holds {disk.capacity} bytes, "
+                                 f"the backup's {index.capacity}: they must be the same size")
+            context = context_for(settings.tls) if settings.server.scheme == "https" else None
+            client = FolderClient(settings.server.base_url, COOKIE_NAME, session.cookie,
+                                  context)
+            flat = _flat_file(client, disk, datacenter)
+            target = FolderUpload(client, folder_path(disk.datastore, flat, datacenter),
+                                  index.capacity)
+            done = Progress()
+            try:
+                copy_blocks(repo, index, all_blocks(index), target, settings.workers, done)
+                target.commit()
+            except BaseException as exc:
+                target.abort()
+                if isinstance(exc, MoverError):
+                    raise type(exc)(f"{exc.detail}; disk {disk_key} of VM {vm!r} is PARTIALLY "
+                                    f"WRITTEN (up to offset {done.below}): run the same "
+                                    "restore again before using it") from exc
+                raise
+        except Exception as exc:
+            mapped = None if isinstance(exc, MoverError) else translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        finally:
+            session.logout()
+    return DiskIntoVMResult(record.id, disk_key, vm, disk.file,
+                            f"[{disk.datastore}] {flat}", index.capacity, done.bytes, METHOD,
+                            clock.monotonic() - started)
 
 
 def _restore(repo: Repository, session: Session, settings: VSphereRestoreSettings,

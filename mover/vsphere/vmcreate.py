@@ -257,3 +257,24 @@ def original_datastore(saved: dict[str, Any]) -> str | None:
         return split_datastore_path(vmx)[0] if vmx else None
     except ValueError:
         return None
+
+
+def existing_disk(session: Session, spec: str, key: int) -> tuple[Any, DiskInfo, str]:
+    """The VM ``spec`` names, its disk ``key`` and its datacenter path, for writing a
+    backed-up disk onto it: UsageError unless the VM is powered off and the disk is a base
+    disk (a snapshot's delta on top would no longer match what was written below it)."""
+    vm = inventory.find_vm(session, spec)
+    props = inventory.properties(session, vm, ["name", "runtime.powerState",
+                                               "config.hardware.device", "snapshot", "parent"])
+    if props["runtime.powerState"] != "poweredOff":
+        raise UsageError(f"VM {props['name']!r} is {props['runtime.powerState']}: power it "
+                         "off before writing a disk onto it")
+    if props["snapshot"] is not None:
+        raise UsageError(f"VM {props['name']!r} has snapshots: writing its base disk would "
+                         "corrupt them; delete them first")
+    disks = {d.key: d for d in disks_of(props["config.hardware.device"] or [])}
+    if key not in disks:
+        raise NotFoundError(f"VM {props['name']!r} has no disk {key}; its disks are "
+                            f"{', '.join(map(str, sorted(disks))) or 'none'}")
+    datacenter = session.call(lambda: inventory.datacenter_path(session, vm, props["parent"]))
+    return vm, disks[key], datacenter

@@ -134,3 +134,30 @@ def test_a_failure_after_the_vm_exists_removes_it(lab: Lab, unique_name: Callabl
                 lab=lab)
     assert run.code == 6 and "were removed" in run.stderr, run.stderr
     assert find(lab.connect(), new) is None
+
+
+def test_one_disk_onto_an_existing_powered_off_vm(lab: Lab, unique_name: Callable[[str], str],
+                                                  tmp_path: Path) -> None:
+    lab.configure(snapshotDigests=True)
+    name, other, running, small = (unique_name(p) for p in ("vm", "into", "on", "small"))
+    lab.create_vm(name, [{"capacity": 8 * MiB, "type": "thin"}])
+    lab.write(name, 2000, 12345, random.Random(9).randbytes(2 * MiB))
+    repo = tmp_path / "repo"
+    result = backup(lab, name, repo)
+    expected = snapshot_digests(lab, name, result["snapshot"])[2000]
+    lab.create_vm(other, [{"capacity": 8 * MiB, "type": "thin"}], power_on=False)
+    lab.create_vm(running, [{"capacity": 8 * MiB, "type": "thin"}])
+    lab.create_vm(small, [{"capacity": 4 * MiB, "type": "thin"}], power_on=False)
+    base = ["restore", "--server", lab.url, "--user", lab.user, "--repo", repo, "--backup",
+            result["backup_id"], "--disk", "2000", "--json", "--into-vm"]
+
+    run = mover(*base, other, lab=lab)
+    assert run.code == 0, run.stderr
+    assert run.result["bytes_sent"] == 8 * MiB
+    si = lab.connect()
+    assert disk_bytes(lab, find(si, other)) == {2000: expected}
+
+    refused = mover(*base, running, lab=lab)
+    assert refused.code == 2 and "power it off" in refused.stderr
+    refused = mover(*base, small, lab=lab)
+    assert refused.code == 2 and "same size" in refused.stderr
