@@ -21,8 +21,7 @@ from typing import Any
 
 import zstandard
 
-
-from bench import images, limits, peers, report, s3, scale, worker
+from bench import images, limits, peers, report, restore, s3, scale, worker
 from bench.runs import (
     Timeline,
     mover_backup,
@@ -77,6 +76,8 @@ class Suite:
                 self.r["s3"] = s3.run(self.lab, self.image, self.capacity, self.work)
             if not getattr(args, "no_scale", True):
                 self.r["scale"] = scale.compare()
+            if not args.no_restore:
+                restore.run(self)
             if not args.no_cases:
                 self.cases()
             if not args.no_esxi:
@@ -421,6 +422,7 @@ class Suite:
             "gc_wall_s": gc["wall"] if gc else None,
             "gc_peak_rss_mib": gc["maxrss_mib"] if gc else None,
         }
+        r["summary"].update(r.get("restore", {}).get("summary", {}))
         esxi = r.get("esxi_like")
         if esxi:
             full, incrs = esxi[0], esxi[1:]

@@ -61,12 +61,17 @@ def run_restore(settings: RestoreSettings) -> RestoreResult:
             base = _base_index(repo, record, index, settings)
             blocks = list(restoreplan.changed_blocks(base, index))
         target = _open_target(settings, index.capacity)
-        verified, done = 0, _Done()
+        verified, done = 0, Progress()
         try:
             if base is not None:
                 verified = _verify_base(repo, target, base, settings)
-            _copy(repo, index, blocks, target, settings.workers, done)
-            target.commit()
+            copy_blocks(repo, index, blocks, target, settings.workers, done)
+            try:
+                target.commit()
+            except OSError as exc:  # fsync or rename: the data may not be durable
+                raise RepositoryError(f"cannot complete the restored disk at "
+                                      f"{target.describe()}: {exc.strerror or exc}; check "
+                                      "free space and the file system there") from exc
         except BaseException as exc:
             target.abort()
             raise _explained(exc, target, settings, done) from exc
@@ -76,7 +81,7 @@ def run_restore(settings: RestoreSettings) -> RestoreResult:
 
 
 @dataclass(slots=True)
-class _Done:
+class Progress:
     """What the copy has handed to the target so far."""
 
     blocks: int = 0
@@ -130,6 +135,8 @@ def _open_target(settings: RestoreSettings, capacity: int) -> RestoreTarget:
     except OSError as exc:
         raise UsageError(f"cannot use --output {path}: {exc.strerror}") from exc
     is_device = mode is not None and stat.S_ISBLK(mode)
+    if mode is not None and stat.S_ISDIR(mode):
+        raise UsageError(f"--output {path} is a directory: name the image file to create")
     if settings.base_id is not None:
         if mode is None or not (is_device or stat.S_ISREG(mode)):
             raise UsageError(f"--base needs --output to be the existing file or block device "
@@ -179,8 +186,8 @@ def _verify_base(repo: Repository, target: RestoreTarget, base: FixedIndex,
     return len(blocks)
 
 
-def _copy(repo: Repository, index: FixedIndex, blocks: Iterable[int],
-          target: RestoreTarget, workers: int, done: _Done) -> None:
+def copy_blocks(repo: Repository, index: FixedIndex, blocks: Iterable[int],
+                target: RestoreTarget, workers: int, done: Progress) -> None:
     """Write ``blocks`` of ``index`` to ``target`` in ascending order, counting in ``done``."""
     size = index.block_size
 
@@ -227,7 +234,7 @@ def _copy(repo: Repository, index: FixedIndex, blocks: Iterable[int],
 
 
 def _explained(exc: BaseException, target: RestoreTarget, settings: RestoreSettings,
-               done: _Done) -> BaseException:
+               done: Progress) -> BaseException:
     """The error with what it left behind: nothing (a new file), or a partly written target."""
     if not isinstance(exc, MoverError):
         return exc

@@ -175,6 +175,9 @@ func (l *Lab) serveSOAP(w http.ResponseWriter, r *http.Request) {
 
 	if !blocking[call.method] && !readOnly[call.method] {
 		l.reconcileAll()
+		if call.method == "CreateVM_Task" || call.method == "ReconfigVM_Task" {
+			l.materializeNewDisks()
+		}
 		if call.method == "RemoveSnapshot_Task" {
 			l.fixSnapshotTaskEntity(resp)
 		}

@@ -197,3 +197,10 @@ def test_stdout_is_every_byte_of_the_image(
     assert run.returncode == 0, run.stderr
     assert hashlib.sha256(run.stdout).hexdigest() == hashlib.sha256(image).hexdigest()
     assert b'"status": "restored"' in run.stderr
+
+
+def test_a_directory_is_refused_as_output(
+        repo_with_history: tuple[Path, dict[str, bytes]], tmp_path: Path) -> None:
+    repo, images = repo_with_history
+    with pytest.raises(UsageError, match="is a directory"):
+        run_restore(settings(repo, next(iter(images)), tmp_path, force=True))

@@ -1,7 +1,7 @@
-"""``mover serve`` with real NBD clients (libnbd's nbdcopy and nbdinfo, qemu-io, nbdfuse)
-against a backup of an ext4 file system: identical bytes, holes where the backup has zero
-blocks, writes refused, several readers at once, damaged chunks refused, a file copied out
-of the guest file system without restoring the disk, and a clean stop on SIGTERM."""
+"""``mover serve`` with real NBD clients (libnbd's nbdcopy and nbdinfo, qemu-img, qemu-io,
+nbdfuse) against a backup of an ext4 file system: identical bytes, holes where the backup
+has zero blocks, writes refused, several readers at once, damaged chunks refused, a file
+copied out of the guest file system without restoring the disk, a clean stop on SIGTERM."""
 
 from __future__ import annotations
 
@@ -79,6 +79,21 @@ def test_nbdcopy_reads_the_identical_image(export: Export, ext4_backup: tuple[Pa
                                            tmp_path: Path) -> None:
     assert nbdcopy_sha256(export.uri, tmp_path / "copy.img") == hashlib.sha256(
         ext4_backup[1]).hexdigest()
+
+
+def test_qemu_img_sees_the_same_disk(export: Export, ext4_backup: tuple[Path, bytes],
+                                     tmp_path: Path) -> None:
+    image = tmp_path / "disk.img"
+    image.write_bytes(ext4_backup[1])
+    compare = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw", export.uri,
+                              str(image)], capture_output=True, text=True, timeout=120,
+                             check=False)
+    assert compare.returncode == 0 and "identical" in compare.stdout.lower(), compare.stderr
+    image.write_bytes(ext4_backup[1][:-1] + b"\x01")        # one byte differs: it must see it
+    compare = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw", export.uri,
+                              str(image)], capture_output=True, text=True, timeout=120,
+                             check=False)
+    assert compare.returncode == 1
 
 
 def test_several_readers_at_once_read_the_same_bytes(
