@@ -43,10 +43,11 @@ func (l *Lab) materializeDisk(vd *types.VirtualDisk, b *types.VirtualDiskFlatVer
 	if !p.FromString(b.FileName) {
 		return nil
 	}
-	dir, ok := l.datastoreDirs()[p.Datastore]
+	info, ok := l.datastores[p.Datastore]
 	if !ok {
 		return nil
 	}
+	dir := info.dir
 	descPath := filepath.Join(dir, filepath.FromSlash(p.Path))
 	if st, err := os.Stat(descPath); err != nil || st.Size() > 0 {
 		return nil // not vcsim's empty placeholder: already a real descriptor
