@@ -34,6 +34,14 @@ ensure_objectstore() {
   APT_INSTALL_OPTS=--no-install-recommends ensure_apt ceph-mon ceph-osd radosgw
 }
 
+# ensure_nbd: nbdkit (the NBD server mover starts per disk; its Python plugin runs
+# scripts/vddk-standin in the lab) and libnbd's tools (nbdinfo, nbdcopy) for checking by hand.
+# The real vddk plugin is not in Debian: production installs it with VMware's VDDK
+# (docs/vsphere.md).
+ensure_nbd() {
+  APT_INSTALL_OPTS=--no-install-recommends ensure_apt nbdkit nbdkit-plugin-python libnbd-bin
+}
+
 # ensure_venv: .venv with mover installed editable and its test extras. Re-installs only when
 # pyproject.toml changed since the last install.
 ensure_venv() {
