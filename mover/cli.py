@@ -25,7 +25,8 @@ from mover.jobs import maintenance
 from mover.jobs.backup import run_backup
 from mover.jobs.reporting import BackupResult
 from mover.jobs.restore import run_restore
-from mover.jobs.settings import BackupSettings, RestoreSettings
+from mover.jobs.routes import CHOICES
+from mover.jobs.settings import BackupSettings, NbdSettings, RestoreSettings
 from mover.pipeline.copy import PipelineSettings
 from mover.progress import BarReporter, JsonReporter, human_bytes
 from mover.repo import Repository
@@ -88,6 +89,19 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--checkpoint-every", type=int, default=knobs.sync_every // MiB,
                    metavar="MiB", help="make stored data durable and resumable after this "
                    "much is read (a crash costs at most this much again)")
+    nbd = NbdSettings()
+    b.add_argument("--transport", choices=CHOICES, default=nbd.transport,
+                   help="how disks are read: folder (datastore HTTPS), nbd (VDDK through "
+                   "nbdkit), auto (folder where it can, nbd for the rest; default)")
+    b.add_argument("--nbdkit-plugin", default=nbd.plugin, metavar="NAME|PATH",
+                   help="nbdkit plugin serving the snapshot's disks (default vddk)")
+    b.add_argument("--vddk-libdir", metavar="DIR", help="VDDK's directory (holding lib64/)")
+    b.add_argument("--vddk-transports", metavar="MODES",
+                   help="VDDK transport modes in order, e.g. nbdssl:nbd")
+    b.add_argument("--nbdkit-filter", action="append", default=[], metavar="NAME",
+                   help="an nbdkit filter in front of the plugin (repeatable), e.g. retry")
+    b.add_argument("--nbdkit-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a parameter for the filters (repeatable), e.g. retries=5")
     b.add_argument("--json", action="store_true", help="JSON lines on stdout, result last")
 
     r = sub.add_parser("restore", parents=[common],
@@ -221,7 +235,11 @@ def _backup(args: argparse.Namespace) -> int:
         block_size=args.block_size * MiB if args.block_size else None,
         parallel_disks=max(1, args.parallel_disks),
         canary_blocks=0 if args.no_canary else max(0, args.canary_blocks),
-        pipeline=_pipeline(args))
+        pipeline=_pipeline(args),
+        nbd=NbdSettings(transport=args.transport, plugin=args.nbdkit_plugin,
+                        libdir=args.vddk_libdir, transports=args.vddk_transports,
+                        filters=tuple(args.nbdkit_filter),
+                        filter_args=tuple(args.nbdkit_option)))
     reporter = JsonReporter() if args.json else BarReporter()
     result: BackupResult = _run_async(run_backup(settings, reporter))
     if args.json:

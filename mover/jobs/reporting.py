@@ -49,6 +49,9 @@ class DiskResult:
     canary_seconds: float = 0.0
     cbt_suspect: bool = False
     canary_mismatches: list[int] = field(default_factory=list)
+    # Which transport read the disk (mover.jobs.routes: "folder" or "nbd") and why.
+    transport: str = "folder"
+    transport_reason: str = ""
 
 
 @dataclass(slots=True)

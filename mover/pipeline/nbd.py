@@ -58,8 +58,9 @@ class _Request:
 class _Wire(asyncio.BufferedProtocol):
     """Fills one target buffer at a time and calls its callback when it is full.
 
-    With no target the socket is paused, so bytes wait in the kernel rather than anywhere
-    they could land in the wrong place."""
+    With no target the socket is paused. A loop may still deliver bytes then (uvloop reads
+    once more after ``pause_reading``): they are kept in ``_stash`` and go into the next
+    target first."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -69,6 +70,9 @@ class _Wire(asyncio.BufferedProtocol):
         self._owner: _Request | None = None
         self._paused = False
         self._scratch = bytearray()
+        self._spare = bytearray(64 * 1024)
+        self._stash = bytearray()
+        self._pumping = False
         self.on_lost: Callable[[Exception], None] = lambda exc: None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -82,11 +86,44 @@ class _Wire(asyncio.BufferedProtocol):
                owner: _Request | None = None) -> None:
         """The next ``len(target)`` bytes go into ``target`` (non-empty), then ``on_full``."""
         self._target, self._filled, self._on_full, self._owner = target, 0, on_full, owner
-        if self._paused and self.transport is not None:
+        if self._stash:
+            self._pump()
+        elif self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
 
+    def _pump(self) -> None:
+        """Feed stashed bytes to the targets, in order, until one is left waiting."""
+        if self._pumping:
+            return  # a callback set the next target: the loop below goes on with it
+        self._pumping = True
+        try:
+            while self._on_full is not None and self._stash:
+                n = min(len(self._stash), len(self._target) - self._filled)
+                if self._owner is None or not self._owner.abandoned:
+                    self._target[self._filled:self._filled + n] = self._stash[:n]
+                del self._stash[:n]
+                self._filled += n
+                if self._filled == len(self._target):
+                    self._fire()
+        except p.ProtocolViolation as exc:
+            self._fail(NbdFailure(f"protocol violation: {exc}", transient=False))
+        finally:
+            self._pumping = False
+        if self._on_full is None:
+            self._pause()
+        elif self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def _fire(self) -> None:
+        on_full, self._on_full, self._owner = self._on_full, None, None
+        assert on_full is not None
+        on_full()
+
     def get_buffer(self, sizehint: int) -> memoryview:
+        if self._on_full is None:
+            return memoryview(self._spare)  # nobody waits for bytes: into the stash
         if self._owner is not None and self._owner.abandoned:
             # The caller gave up on this read (and may reuse its buffer): the rest of the
             # reply still has to be read off the socket, into scratch.
@@ -97,14 +134,16 @@ class _Wire(asyncio.BufferedProtocol):
         return self._target[self._filled:]
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._on_full is None:
+            self._stash += self._spare[:nbytes]
+            return
         self._filled += nbytes
-        while self._on_full is not None and self._filled == len(self._target):
-            on_full, self._on_full, self._owner = self._on_full, None, None
-            try:
-                on_full()
-            except p.ProtocolViolation as exc:
-                self._fail(NbdFailure(f"protocol violation: {exc}", transient=False))
-                return
+        try:
+            while self._on_full is not None and self._filled == len(self._target):
+                self._fire()
+        except p.ProtocolViolation as exc:
+            self._fail(NbdFailure(f"protocol violation: {exc}", transient=False))
+            return
         if self._on_full is None:
             self._pause()
 
