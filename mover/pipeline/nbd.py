@@ -506,8 +506,9 @@ class NbdTransport:
             raise TransportError(f"reading {where}: {exc}", transient=exc.transient,
                                  cause=str(exc)) from exc
         except TimeoutError as exc:
-            raise TransportError(f"reading {where}: no complete reply within {self._timeout} "
-                                 "s (read timeout)", transient=True, cause="timeout") from exc
+            cause = f"no complete reply within {self._timeout} s (read timeout)"
+            raise TransportError(f"reading {where}: {cause}", transient=True,
+                                 cause=cause) from exc
 
     async def extents(self, offset: int, length: int) -> list[p.Extent]:
         """``base:allocation`` of ``[offset, offset + length)``, clipped to it, gap-free."""
