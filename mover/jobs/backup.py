@@ -16,6 +16,7 @@ from mover import clock
 from mover.aio import finish, first_error
 from mover.errors import RepositoryError, UnsupportedVMError
 from mover.extents import total
+from mover.fetchplan import skip_zero_blocks
 from mover.jobs import canary, orphans
 from mover.jobs.control import ControlPlane
 from mover.jobs.dataplane import DataPlane
@@ -283,6 +284,13 @@ class BackupRun:
     async def _copy_disk(self, plane: DataPlane, plan: DiskPlan, route: Route,
                          pending: PendingBackup) -> DiskRecord:
         transport = await plane.open_transport(plan.disk, self.vm, self._snapshot_moref, route)
+        skipped = 0
+        if route.kind == "nbd" and plan.decision.mode == "full":
+            # CBT's "*" calls a thick disk allocated whole; NBD block status knows better
+            zeros = await plane.zero_extents(plan.disk.key, plan.disk.capacity)
+            before = sum(f.fetched for f in plan.reads)
+            plan.reads = skip_zero_blocks(plan.reads, zeros, self.repo.config.block_size)
+            skipped = before - sum(f.fetched for f in plan.reads)
         pipeline = self.settings.pipeline
         # The canary reads beside the copy, with a quarter of the disk's fetchers, so that
         # its latency hides behind the copy's; with fewer than 4 fetchers it reads first.
@@ -320,7 +328,7 @@ class BackupRun:
             refetched_blocks=stats.refetched_blocks, canary_blocks=check.blocks,
             canary_bytes=check.bytes_read, canary_seconds=check.seconds,
             cbt_suspect=canary.suspect(plan), canary_mismatches=check.mismatches,
-            transport=route.kind, transport_reason=route.reason)
+            transport=route.kind, transport_reason=route.reason, zero_skipped_bytes=skipped)
         done.bytes_read += check.bytes_read
         self.result.disks.append(done)
         self.reporter.disk_done(disk.key, done)

@@ -14,6 +14,7 @@ import aiohttp
 
 from mover import clock
 from mover.errors import TransportError
+from mover.extents import Extent
 from mover.jobs.keepalive import Keepalive, SessionCookie
 from mover.jobs.routes import Route
 from mover.jobs.settings import BackupSettings
@@ -153,6 +154,15 @@ class DataPlane:
         retrying = RetryingTransport(served, self._policy, self.budget)
         self._transports[disk.key] = retrying
         return retrying
+
+    async def zero_extents(self, disk_key: int, capacity: int) -> list[Extent]:
+        """The parts of the disk its NBD server promises read as zeros (block status
+        ``base:allocation``); [] for a disk without NBD."""
+        served = self._servers.get(disk_key)
+        if served is None:
+            return []
+        return [Extent(e.offset, e.length) for e in await served.extents(0, capacity)
+                if e.reads_as_zero]
 
     async def release(self, disk_key: int) -> None:
         """End the disk's nbdkit, if it has one (its reads are over)."""

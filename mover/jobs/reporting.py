@@ -52,6 +52,8 @@ class DiskResult:
     # Which transport read the disk (mover.jobs.routes: "folder" or "nbd") and why.
     transport: str = "folder"
     transport_reason: str = ""
+    # A full through NBD: bytes of blocks block status calls zero, stored without reading.
+    zero_skipped_bytes: int = 0
 
 
 @dataclass(slots=True)
