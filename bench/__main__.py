@@ -22,6 +22,8 @@ def main() -> int:
     ap.add_argument("--no-cases", action="store_true", help="skip the random and zero-heavy disks")
     ap.add_argument("--no-esxi", action="store_true",
                     help="skip the ESXi-like case (/folder throttled like a real host)")
+    ap.add_argument("--no-nbd", action="store_true",
+                    help="skip the NBD transport beside /folder (bench/nbd.py)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     return Suite(args).main()
