@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 
 INSTALL_NBDKIT = ("install nbdkit (Debian/Ubuntu: apt-get install nbdkit nbdkit-plugin-python; "
                   "RHEL/Fedora: dnf install nbdkit nbdkit-python-plugin)")
-INSTALL_VDDK = ("install nbdkit's vddk plugin (RHEL/Fedora: nbdkit-vddk-plugin; Debian does "
-                "not package it: build nbdkit with --with-vddk) and VMware's VDDK, and give "
+INSTALL_VDDK = ("install nbdkit's vddk plugin (RHEL/Fedora: nbdkit-vddk-plugin; Debian 13+, "
+                "Ubuntu 25.04+: nbdkit-plugin-vddk) and VMware's VDDK, and give "
                 "--vddk-libdir the VDDK directory (the one holding lib64/); see docs/vsphere.md")
 
 

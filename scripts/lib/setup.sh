@@ -36,7 +36,7 @@ ensure_objectstore() {
 
 # ensure_nbd: nbdkit (the NBD server mover starts per disk; its Python plugin runs
 # scripts/vddk-standin in the lab) and libnbd's tools (nbdinfo, nbdcopy) for checking by hand.
-# The real vddk plugin is not in Debian: production installs it with VMware's VDDK
+# The real vddk plugin is not in Debian 12: production installs it with VMware's VDDK
 # (docs/vsphere.md).
 ensure_nbd() {
   APT_INSTALL_OPTS=--no-install-recommends ensure_apt nbdkit nbdkit-plugin-python libnbd-bin
