@@ -31,6 +31,8 @@ class NbdSettings:
     filter_args: tuple[str, ...] = ()   # their key=value parameters
 
     def __post_init__(self) -> None:
+        if self.transport not in ("folder", "nbd", "auto"):
+            raise UsageError(f"--transport {self.transport!r}: give folder, nbd or auto")
         for arg in self.filter_args:
             key = arg.split("=", 1)[0]
             if "=" not in arg or key in VDDK_KEYS:

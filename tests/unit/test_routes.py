@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mover.errors import UnsupportedVMError
+from mover.errors import UnsupportedVMError, UsageError
 from mover.extents import Extent, align, plan_reads
 from mover.fetchplan import Fetch, skip_zero_blocks
 from mover.jobs.routes import choose
@@ -78,3 +78,26 @@ def test_only_blocks_wholly_inside_zeros_are_skipped(reads: list[Extent],
     assert blocks(kept) == {b for b in blocks(fetches) if not is_zero(b)}
     assert all(f.is_whole() and f.length <= 4 * MiB for f in kept)
     assert all(any(o.start <= f.start and f.end <= o.end for o in fetches) for f in kept)
+
+
+@pytest.mark.parametrize(("job", "says"), [
+    ({"transport": "ftp"}, "'transport' must be one of"),
+    ({"nbdkit_filter": "retry"}, "'nbdkit_filter' must be a list of strings"),
+], ids=["unknown-transport", "filter-not-a-list"])
+def test_job_files_check_the_nbd_keys(job: dict[str, object], says: str) -> None:
+    import json
+
+    from mover.cli import _subparsers, parser
+    from mover.jobfile import load
+
+    body = {"type": "backup", "server": "vc", "user": "u", "vm": "v", "repo": "/r", **job}
+    with pytest.raises(UsageError, match=says):
+        load(json.dumps(body), "job.json", {"backup": _subparsers(parser())["backup"]})
+
+
+def test_a_job_file_may_name_filters_and_refuses_the_plugins_own_keys() -> None:
+    from mover.jobs.settings import NbdSettings
+
+    assert NbdSettings(filters=("retry",), filter_args=("retries=5",)).filters == ("retry",)
+    with pytest.raises(UsageError, match="mover's to set"):
+        NbdSettings(filter_args=("password=hunter2",))
