@@ -348,6 +348,8 @@ class NbdConnection:
         del self._pending[cookie]
         if req.done.done():
             pass
+        elif req.abandoned:
+            req.done.cancel()   # nobody awaits it: no result, and no unretrieved exception
         elif errno:
             text = f"the server answered {p.errno_name(errno)}" + (f": {message}" if message
                                                                     else "")
@@ -384,7 +386,9 @@ class NbdConnection:
         if self.lost is None:
             self.lost = failure
         for req in self._pending.values():
-            if not req.done.done():
+            if req.abandoned:
+                req.done.cancel()
+            elif not req.done.done():
                 req.done.set_exception(failure)
         self._pending.clear()
 

@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,19 @@ def _plugin_installed(nbdkit: str, name: str) -> bool:
     return any((Path(plugindir) / f"nbdkit-{name}-plugin{ext}").exists() for ext in (".so", ""))
 
 
+def plugin_environment() -> dict[str, str]:
+    """mover's environment without its own Python's: an interpreter embedded in nbdkit (its
+    python plugin) finds its standard library by looking for ``python3`` on PATH, and would
+    take the virtualenv's (another build of Python: its C modules fail to load)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    if sys.prefix != sys.base_prefix:
+        own = os.path.join(sys.prefix, "bin")
+        env["PATH"] = os.pathsep.join(d for d in env.get("PATH", "").split(os.pathsep)
+                                      if d and os.path.realpath(d) != os.path.realpath(own))
+    return env
+
+
 class NbdkitServer:
     """One nbdkit serving one disk. ``await start()`` returns the socket path."""
 
@@ -150,7 +164,7 @@ class NbdkitServer:
         try:
             self.process = await asyncio.create_subprocess_exec(
                 *argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE)
+                stderr=subprocess.PIPE, env=plugin_environment())
         except OSError as exc:
             await self.stop()
             raise TransportError(f"cannot run nbdkit: {exc.strerror}: {INSTALL_NBDKIT}",
