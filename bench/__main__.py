@@ -30,6 +30,8 @@ def main() -> int:
                     help="skip the scale model's simulation (docs/scale.md)")
     ap.add_argument("--no-restore", action="store_true",
                     help="skip restore throughput (file, stdout, NBD export, differential)")
+    ap.add_argument("--no-nbd", action="store_true",
+                    help="skip the NBD transport beside /folder (bench/nbd.py)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     return Suite(args).main()

@@ -21,7 +21,7 @@ from typing import Any
 
 import zstandard
 
-from bench import images, limits, peers, report, restore, s3, scale, worker
+from bench import images, limits, nbd, peers, report, restore, s3, scale, worker
 from bench.runs import (
     Timeline,
     mover_backup,
@@ -86,6 +86,9 @@ class Suite:
                 self.r["worker"] = worker.run(self.lab, self.work)
             if args.large:
                 self.large()
+            if not args.no_nbd:
+                log("the NBD transport beside /folder (bench/nbd.py)")
+                self.r["nbd"] = nbd.run(self.work, min(self.capacity, 2 * GiB), log)
         finally:
             self.lab.stop()
             if not args.keep:

@@ -216,3 +216,29 @@ def _group(runs: list[tuple[int, int, list[Extent]]], block_size: int, capacity:
                 first, count, pieces = block, 0, []
     close()
     return fetches
+
+
+def skip_zero_blocks(reads: Iterable[Fetch], zeros: Iterable[Extent],
+                     block_size: int) -> list[Fetch]:
+    """A full's whole-block fetches without the blocks that lie entirely inside ``zeros``
+    (NBD block status ``STATE_ZERO``: the source promises they read as zeros, so they are
+    stored as zero blocks without reading them). Kept blocks are regrouped into whole
+    fetches, each inside one of the original fetches; fetches in pieces pass unchanged."""
+    zero = normalize(zeros)
+    out: list[Fetch] = []
+    for fetch in reads:
+        if not fetch.is_whole():
+            out.append(fetch)
+            continue
+        run_start = None
+        for bstart in range(fetch.start, fetch.end, block_size):
+            bend = min(bstart + block_size, fetch.end)
+            if not gaps(bstart, bend, zero):          # all of the block reads as zero
+                if run_start is not None:
+                    out.append(Fetch.whole(Extent(run_start, bstart - run_start)))
+                    run_start = None
+            elif run_start is None:
+                run_start = bstart
+        if run_start is not None:
+            out.append(Fetch.whole(Extent(run_start, fetch.end - run_start)))
+    return out

@@ -71,6 +71,14 @@ def _typed(key: str, value: Any, action: argparse.Action, where: str) -> Any:
             return action.type(value)
         except (argparse.ArgumentTypeError, ValueError) as exc:
             raise UsageError(f"{where}: {key!r}: {exc}") from None
+    if isinstance(action, argparse._AppendAction):   # a repeatable option: a list of strings
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UsageError(f"{where}: {key!r} must be a list of strings, not "
+                             f"{json.dumps(value)}")
+        return list(value)
+    if action.choices is not None and value not in action.choices:
+        raise UsageError(f"{where}: {key!r} must be one of "
+                         f"{', '.join(map(json.dumps, action.choices))}, not {json.dumps(value)}")
     if want is Path and isinstance(value, str):
         return Path(value)
     if want is float and isinstance(value, int) and not isinstance(value, bool):

@@ -13,7 +13,8 @@ from mover.cli.runner import Commands, run_async
 from mover.errors import UsageError
 from mover.jobs.backup import run_backup
 from mover.jobs.reporting import BackupResult
-from mover.jobs.settings import BackupSettings
+from mover.jobs.routes import CHOICES
+from mover.jobs.settings import BackupSettings, NbdSettings
 from mover.pipeline.copy import PipelineSettings
 from mover.progress import BarReporter, JsonReporter, human_bytes
 from mover.repo.s3url import REPO, repo_location
@@ -88,6 +89,19 @@ def declare(sub: Commands,
     b.add_argument("--checkpoint-every", type=int, default=knobs.sync_every // MiB,
                    metavar="MiB", help="make stored data durable and resumable after this "
                    "much is read (a crash costs at most this much again)")
+    nbd = NbdSettings()
+    b.add_argument("--transport", choices=CHOICES, default=nbd.transport,
+                   help="how disks are read: folder (datastore HTTPS), nbd (VDDK through "
+                   "nbdkit), auto (folder where it can, nbd for the rest; default)")
+    b.add_argument("--nbdkit-plugin", default=nbd.plugin, metavar="NAME|PATH",
+                   help="nbdkit plugin serving the snapshot's disks (default vddk)")
+    b.add_argument("--vddk-libdir", metavar="DIR", help="VDDK's directory (holding lib64/)")
+    b.add_argument("--vddk-transports", metavar="MODES",
+                   help="VDDK transport modes in order, e.g. nbdssl:nbd")
+    b.add_argument("--nbdkit-filter", action="append", default=[], metavar="NAME",
+                   help="an nbdkit filter in front of the plugin (repeatable), e.g. retry")
+    b.add_argument("--nbdkit-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a parameter for the filters (repeatable), e.g. retries=5")
     b.add_argument("--json", action="store_true", help="JSON lines on stdout, result last")
     b.set_defaults(run=run)
     return b
@@ -107,7 +121,11 @@ def settings(args: argparse.Namespace) -> BackupSettings:
         block_size=args.block_size * MiB if args.block_size else None,
         parallel_disks=max(1, args.parallel_disks),
         canary_blocks=0 if args.no_canary else max(0, args.canary_blocks),
-        pipeline=_pipeline(args))
+        pipeline=_pipeline(args),
+        nbd=NbdSettings(transport=args.transport, plugin=args.nbdkit_plugin,
+                        libdir=args.vddk_libdir, transports=args.vddk_transports,
+                        filters=tuple(args.nbdkit_filter),
+                        filter_args=tuple(args.nbdkit_option)))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,12 +18,14 @@ from mover import clock
 from mover.aio import finish, first_error
 from mover.errors import MoverError, RepositoryError, UnsupportedVMError
 from mover.extents import total
+from mover.fetchplan import skip_zero_blocks
 from mover.jobs import canary, eligibility, orphans
 from mover.jobs.dataplane import DataPlane
 from mover.jobs.keepalive import SessionCookie
 from mover.jobs.planning import DiskPlan, Planner
 from mover.jobs.reporting import BackupResult, DiskResult, Reporter
 from mover.jobs.resume import Checkpoint, disk_checkpoint
+from mover.jobs.routes import Route, choose, needs_descriptor
 from mover.jobs.settings import BackupSettings
 from mover.jobs.shared import Shared, connected
 from mover.jobs.snapshot import BackupSnapshot, SnapshotPolicy
@@ -106,6 +108,7 @@ class BackupRun:
         self.vm_config: dict[str, Any] = {}
         self.checkpoint: Checkpoint | None = None
         self._checkpointing = asyncio.Lock()
+        self._snapshot_moref = ""
 
     async def prepare(self) -> None:
         """Refuse what cannot be backed up, pick up an interrupted backup to resume, remove
@@ -224,7 +227,8 @@ class BackupRun:
                              self.repo.chunks, hosts=self.shared.hosts,
                              bandwidth=self.shared.bandwidth,
                              executor=self.shared.executor) as plane:
-            files = {d.key: await self._data_file(plane, d) for d in disks}
+            routes = {d.key: await self._route(plane, d) for d in disks}
+            self._snapshot_moref = snap.moref
             self.vm_config = await saved_vm_config(self.control, self.session, plane,
                                                    snap.ref, self.vm.datacenter,
                                                    self.result.warnings)
@@ -238,19 +242,23 @@ class BackupRun:
                 self.result.parent,
                 {p.disk.key: disk_checkpoint(p.disk, block_size, p.decision) for p in plans})
             await asyncio.to_thread(pending.write_checkpoint, self.checkpoint.to_json())
-            return await self._copy_disks(plane, plans, files, pending)
+            return await self._copy_disks(plane, plans, routes, pending)
 
-    async def _data_file(self, plane: DataPlane, disk: DiskInfo) -> str:
-        """The file holding ``disk``'s bytes, from its descriptor's extent line; a disk
-        ``/folder`` cannot serve raw is refused with the reason."""
-        text = await plane.descriptor(disk, self.vm.datacenter, self.vm.host)
-        try:
-            return data_file(text, disk.descriptor_path, disk.capacity)
-        except Unservable as exc:
-            raise UnsupportedVMError(
-                f"disk {disk.key} ({disk.label}, {disk.file}) cannot be read over the "
-                f"datastore transport: {exc}; exclude the VM or move the disk to VMFS or "
-                "NFS storage as a flat disk", disk=disk.key, file=disk.file) from exc
+    async def _route(self, plane: DataPlane, disk: DiskInfo) -> Route:
+        """Which transport reads ``disk`` (``--transport``), and why: ``/folder`` needs the
+        file holding its bytes, from its descriptor's extent line; what ``/folder``
+        cannot serve raw goes through NBD under ``auto``, or is refused with the reason."""
+        option = self.settings.nbd.transport
+        data_path = unservable = None
+        if needs_descriptor(option, disk):
+            text = await plane.descriptor(disk, self.vm.datacenter, self.vm.host)
+            try:
+                data_path = data_file(text, disk.descriptor_path, disk.capacity)
+            except Unservable as exc:
+                unservable = str(exc)
+        missing = await plane.nbd_missing() if option == "auto" and (
+            disk.is_delta or unservable) else None
+        return choose(option, disk, data_path, unservable, missing)
 
     async def _vm_exists(self) -> bool:
         try:
@@ -272,30 +280,27 @@ class BackupRun:
         return await asyncio.to_thread(self.repo.begin, self.vm.instance_uuid, self.backup_id)
 
     def _usable(self, disk: DiskInfo) -> bool:
-        """Independent disks are not in snapshots; a delta backing cannot be read raw, nor
-        an encrypted disk."""
+        """Independent disks are not in snapshots; an encrypted disk cannot be read in
+        clear. (A delta backing is for ``mover.jobs.routes`` to route or refuse.)"""
         refuse_encrypted(self.vm, [disk])
         if disk.independent:
             self.result.skipped_disks.append({"key": disk.key, "label": disk.label,
                                               "reason": "independent disks are not in snapshots"})
             return False
-        if disk.is_delta:
-            raise UnsupportedVMError(
-                f"disk {disk.key} ({disk.label}) of the backup snapshot is a delta of an "
-                "earlier snapshot; the datastore transport reads flat base disks only: remove "
-                "or consolidate the VM's other snapshots and retry (another mover backup of "
-                "this VM may be running: then wait for it)")
         return True
 
-    async def _copy_disks(self, plane: DataPlane, plans: list[DiskPlan], files: dict[int, str],
-                          pending: PendingBackup) -> list[DiskRecord]:
+    async def _copy_disks(self, plane: DataPlane, plans: list[DiskPlan],
+                          routes: dict[int, Route], pending: PendingBackup) -> list[DiskRecord]:
         limit = asyncio.Semaphore(self.settings.parallel_disks)
         records: dict[int, DiskRecord] = {}
 
         async def one(plan: DiskPlan) -> None:
             async with limit, self.shared.disks or contextlib.nullcontext():
-                records[plan.disk.key] = await self._copy_disk(plane, plan,
-                                                               files[plan.disk.key], pending)
+                try:
+                    records[plan.disk.key] = await self._copy_disk(
+                        plane, plan, routes[plan.disk.key], pending)
+                finally:
+                    await plane.release(plan.disk.key)  # its nbdkit, if any, ends here
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -306,17 +311,24 @@ class BackupRun:
         self.result.disks.sort(key=lambda d: d.key)
         return [records[k] for k in sorted(records)]
 
-    async def _copy_disk(self, plane: DataPlane, plan: DiskPlan, file: str,
+    async def _copy_disk(self, plane: DataPlane, plan: DiskPlan, route: Route,
                          pending: PendingBackup) -> DiskRecord:
         try:
-            return await self._copy_disk_of(plane, plan, file, pending)
+            return await self._copy_disk_of(plane, plan, route, pending)
         except MoverError as exc:
             exc.fields.setdefault("disk", plan.disk.key)
             raise
 
-    async def _copy_disk_of(self, plane: DataPlane, plan: DiskPlan, file: str,
+    async def _copy_disk_of(self, plane: DataPlane, plan: DiskPlan, route: Route,
                             pending: PendingBackup) -> DiskRecord:
-        transport = plane.transport(plan.disk, self.vm.datacenter, file, self.vm.host)
+        transport = await plane.open_transport(plan.disk, self.vm, self._snapshot_moref, route)
+        skipped = 0
+        if route.kind == "nbd" and plan.decision.mode == "full":
+            # CBT's "*" calls a thick disk allocated whole; NBD block status knows better
+            zeros = await plane.zero_extents(plan.disk.key, plan.disk.capacity)
+            before = sum(f.fetched for f in plan.reads)
+            plan.reads = skip_zero_blocks(plan.reads, zeros, self.repo.config.block_size)
+            skipped = before - sum(f.fetched for f in plan.reads)
         pipeline = self.settings.pipeline
         # The canary reads beside the copy, with a quarter of the disk's fetchers, so that
         # its latency hides behind the copy's; with fewer than 4 fetchers it reads first.
@@ -354,7 +366,8 @@ class BackupRun:
             merged_blocks=stats.merged_blocks, base_seconds=stats.base_seconds,
             refetched_blocks=stats.refetched_blocks, canary_blocks=check.blocks,
             canary_bytes=check.bytes_read, canary_seconds=check.seconds,
-            cbt_suspect=canary.suspect(plan), canary_mismatches=check.mismatches)
+            cbt_suspect=canary.suspect(plan), canary_mismatches=check.mismatches,
+            transport=route.kind, transport_reason=route.reason, zero_skipped_bytes=skipped)
         done.bytes_read += check.bytes_read
         self.result.disks.append(done)
         self.reporter.disk_done(disk.key, done)

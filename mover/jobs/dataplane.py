@@ -1,8 +1,10 @@
 """The data plane of one job: the pooled HTTP session, the CPU executor, the session
-keepalive, and the one place where a disk's transport is built and its wrappers are stacked."""
+keepalive, and the one place where a disk's transport is built and its wrappers are stacked:
+``/folder`` or NBD through an nbdkit per disk (``mover.jobs.routes`` says which), retried."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -15,10 +17,13 @@ import aiohttp
 from mover import clock
 from mover.aio import TrackedExecutor
 from mover.errors import TransportError
+from mover.extents import Extent
 from mover.jobs.keepalive import Keepalive, SessionCookie
+from mover.jobs.routes import Route
 from mover.jobs.settings import BackupSettings
 from mover.pipeline.folder import FolderTransport, folder_url, read_small, ssl_setting
 from mover.pipeline.limits import Bandwidth, HostLimits, LimitedTransport
+from mover.pipeline.nbdkit import NbdkitServer, NbdkitTransport, VddkParams, plugin_argv
 from mover.pipeline.process import BlockProcessor, BlockSource, ChunkSink
 from mover.pipeline.retry import (
     HOST_FAULTS,
@@ -29,7 +34,9 @@ from mover.pipeline.retry import (
 )
 from mover.pipeline.transport import Transport
 from mover.vsphere.disks import DiskInfo
+from mover.vsphere.inventory import VMFacts
 from mover.vsphere.session import COOKIE_NAME
+from mover.vsphere.thumbprint import certificate_sha1
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +79,9 @@ class DataPlane:
         self._keepalive = Keepalive(cookie.keepalive, pipeline.keepalive)
         self._transports: dict[int, RetryingTransport] = {}
         self._descriptor_waits: dict[int, dict[str, int]] = {}
+        self._servers: dict[int, NbdkitTransport] = {}
+        self._nbd_missing: str | bool | None = False   # False: not looked at yet
+        self._sha1: str | None = None
         self._http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> DataPlane:
@@ -87,6 +97,8 @@ class DataPlane:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: types.TracebackType | None) -> None:
         try:
+            for key in list(self._servers):
+                await self.release(key)   # no nbdkit outlives the job, whatever ended it
             await self._keepalive.__aexit__(exc_type, exc, tb)
         finally:
             if self._http is not None:
@@ -162,12 +174,19 @@ class DataPlane:
                                  self.cookie, COOKIE_NAME, self._ssl,
                                  read_timeout=pipeline.read_timeout or None,
                                  idle_timeout=pipeline.idle_timeout or None)
-        limited: Transport = folder
+        return self._stacked(folder, disk, host)
+
+    def _stacked(self, transport: Transport, disk: DiskInfo, host: str) -> Transport:
+        """The one place the wrappers are stacked on a disk's transport: the job's and the
+        host's limits (slots, bandwidth), then retries (a busy or locking host waited for
+        within the disk's time budget)."""
+        pipeline = self.settings.pipeline
+        limited = transport
         if self._hosts is not None or self._bandwidth is not None:
             slots = self._hosts.slots(host) if self._hosts is not None else None
             rates = [b for b in (self._bandwidth, self._hosts.bandwidth(host) if self._hosts
                                  is not None else None) if b is not None]
-            limited = LimitedTransport(folder, slots, rates)
+            limited = LimitedTransport(transport, slots, rates)
         budget = host_wait_budget(disk.capacity, pipeline.host_wait, pipeline.host_wait_per_gib)
         retrying = RetryingTransport(limited, dataclasses.replace(self._policy, host_wait=budget),
                                      self.budget)
@@ -182,6 +201,58 @@ class DataPlane:
         for fault, n in (transport.waits if transport is not None else {}).items():
             waits[fault] = waits.get(fault, 0) + n
         return waits
+    async def nbd_missing(self) -> str | None:
+        """Why NBD cannot be used (nbdkit or its plugin is not installed), None if it can."""
+        if self._nbd_missing is False:
+            try:
+                await asyncio.to_thread(plugin_argv, self.settings.nbd.plugin)
+                self._nbd_missing = None
+            except TransportError as exc:
+                self._nbd_missing = str(exc)
+        assert self._nbd_missing is not True
+        return self._nbd_missing
+
+    async def open_transport(self, disk: DiskInfo, vm: VMFacts, snapshot_moref: str,
+                             route: Route) -> Transport:
+        """The transport ``route`` names for ``disk`` of the backup snapshot; an NBD one
+        has its own nbdkit (vddk plugin parameters) until ``release``."""
+        if route.kind == "folder":
+            assert route.data_path is not None
+            return self.transport(disk, vm.datacenter, route.data_path)
+        server = self.settings.server
+        if server.scheme == "https" and self._sha1 is None:
+            self._sha1 = await asyncio.to_thread(certificate_sha1, server, self.settings.tls)
+        nbd = self.settings.nbd
+        params = VddkParams(
+            server=server.host, user=self.settings.credentials.user, vm_moref=vm.moref,
+            snapshot_moref=snapshot_moref, file=disk.file, thumbprint=self._sha1,
+            port=None if server.port == 443 else server.port, libdir=nbd.libdir,
+            transports=nbd.transports, compression=nbd.compression)
+        pipeline = self.settings.pipeline
+        served = NbdkitTransport(
+            NbdkitServer(nbd.plugin, params, self.settings.credentials.password,
+                         f"disk {disk.key}", nbd.filters, nbd.filter_args),
+            disk.capacity, pipeline.fetchers, read_timeout=pipeline.read_timeout or None)
+        await served.open()
+        self._servers[disk.key] = served
+        retrying = RetryingTransport(served, self._policy, self.budget)
+        self._transports[disk.key] = retrying
+        return retrying
+
+    async def zero_extents(self, disk_key: int, capacity: int) -> list[Extent]:
+        """The parts of the disk its NBD server promises read as zeros (block status
+        ``base:allocation``); [] for a disk without NBD."""
+        served = self._servers.get(disk_key)
+        if served is None:
+            return []
+        return [Extent(e.offset, e.length) for e in await served.extents(0, capacity)
+                if e.reads_as_zero]
+
+    async def release(self, disk_key: int) -> None:
+        """End the disk's nbdkit, if it has one (its reads are over)."""
+        served = self._servers.pop(disk_key, None)
+        if served is not None:
+            await served.close()
 
     def retries(self, disk_key: int) -> int:
         """Retries made so far reading disk ``disk_key`` (0 if it has no transport yet)."""

@@ -64,6 +64,11 @@ class DiskResult:
     canary_seconds: float = 0.0
     cbt_suspect: bool = False
     canary_mismatches: list[int] = field(default_factory=list)
+    # Which transport read the disk (mover.jobs.routes: "folder" or "nbd") and why.
+    transport: str = "folder"
+    transport_reason: str = ""
+    # A full through NBD: bytes of blocks block status calls zero, stored without reading.
+    zero_skipped_bytes: int = 0
 
 
 @dataclass(slots=True)

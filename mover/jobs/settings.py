@@ -6,11 +6,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mover.canary import DEFAULT_BLOCKS
+from mover.errors import UsageError
 from mover.pipeline.copy import PipelineSettings
 from mover.repo.s3url import RepoLocation
 from mover.retention import KeepPolicy
 from mover.vsphere.address import ServerAddress, TlsPolicy
 from mover.vsphere.session import Credentials
+
+#: nbdkit-vddk-plugin(1)'s parameters: never taken from --nbdkit-option.
+VDDK_KEYS = frozenset({"compression", "config", "cookie", "file", "libdir", "nfchostport",
+                       "noreexec", "password", "port", "reexeccmd", "server", "single-link",
+                       "snapshot", "thumbprint", "transports", "unbuffered", "user", "vm"})
+
+
+@dataclass(frozen=True, slots=True)
+class NbdSettings:
+    """How disks are read (``mover.jobs.routes``) and how nbdkit's vddk plugin is run
+    (nbdkit-vddk-plugin(1); README "Reading disks through VDDK")."""
+
+    transport: str = "auto"             # folder | nbd | auto
+    plugin: str = "vddk"                # an nbdkit plugin name, or the path of one
+    libdir: str | None = None           # VDDK's directory (holding lib64/)
+    transports: str | None = None       # VDDK transport modes, e.g. "nbdssl:nbd"
+    compression: str | None = None      # VDDK NBD compression: none, zlib, fastlz, skipz
+    filters: tuple[str, ...] = ()       # nbdkit filters in front of the plugin
+    filter_args: tuple[str, ...] = ()   # their key=value parameters
+
+    def __post_init__(self) -> None:
+        if self.transport not in ("folder", "nbd", "auto"):
+            raise UsageError(f"--transport {self.transport!r}: give folder, nbd or auto")
+        for arg in self.filter_args:
+            key = arg.split("=", 1)[0]
+            if "=" not in arg or key in VDDK_KEYS:
+                raise UsageError(f"--nbdkit-option {arg.split('=', 1)[0]!r}: give a filter's "
+                                 "KEY=VALUE; the plugin's own parameters (server, user, "
+                                 "password, vm, snapshot, file, ...) are mover's to set")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +62,7 @@ class BackupSettings:
     orphan_age: float = 24 * 3600.0     # seconds: older foreign mover snapshots are orphans
     canary_blocks: int = DEFAULT_BLOCKS   # per incremental disk (mover.canary); 0: none
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    nbd: NbdSettings = field(default_factory=NbdSettings)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,10 +34,12 @@ ensure_objectstore() {
   APT_INSTALL_OPTS=--no-install-recommends ensure_apt ceph-mon ceph-osd radosgw
 }
 
-# ensure_restore_tools: the NBD server behind `mover serve` (nbdkit and its Python plugin)
-# and the clients its tests and single-file restore use: nbdcopy/nbdinfo (libnbd-bin),
-# nbdfuse with FUSE 3, qemu-io/qemu-img (qemu-utils), debugfs and mkfs.ext4 (e2fsprogs).
-ensure_restore_tools() {
+# ensure_nbd: nbdkit (the NBD server mover starts per disk to read through VDDK, and the one
+# behind `mover serve`; its Python plugin runs scripts/vddk-standin in the lab and the export),
+# and the clients the tests and single-file restore use: nbdcopy/nbdinfo (libnbd-bin), nbdfuse
+# with FUSE 3, qemu-io/qemu-img (qemu-utils), debugfs and mkfs.ext4 (e2fsprogs). The real vddk
+# plugin is not in Debian 12: production installs it with VMware's VDDK (docs/vsphere.md).
+ensure_nbd() {
   APT_INSTALL_OPTS=--no-install-recommends ensure_apt nbdkit nbdkit-plugin-python libnbd-bin \
     nbdfuse fuse3 qemu-utils e2fsprogs
 }

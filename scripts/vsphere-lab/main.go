@@ -84,6 +84,7 @@ func main() {
 	mux.HandleFunc("/sdk/vimServiceVersions.xml", svc.ServiceVersions)
 	mux.HandleFunc(folderPrefix, lab.serveFolder)
 	mux.HandleFunc("/lab/", lab.serveControl)
+	mux.HandleFunc("/lab/layers", lab.serveLayers) // scripts/vddk-standin: delta chains
 	mux.HandleFunc("/about", svc.About)
 
 	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", *port))

@@ -42,3 +42,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.write_line(f"{'fault':<{width}}  {'test':<6}  outcome")
     for fault, what, status in _ROWS:
         terminalreporter.write_line(f"{fault:<{width}}  {status:<6}  {what}")
+
+
+from e2e.nbdlab import nbd_lab, tls_lab  # noqa: E402, F401  (fixtures: the HTTPS lab for NBD)
