@@ -88,7 +88,7 @@ async def _folder(tmp: Path, slow: bool) -> AsyncIterator[Source]:
     async with aiohttp.ClientSession() as http:
         t = FolderTransport(http, URL(f"http://127.0.0.1:{port}/folder/disk-flat.vmdk"),
                             len(data), 8, _Cookie(), "k", read_timeout=30, idle_timeout=30)
-        yield Source(t, data, lambda transient: status.update(code=503 if transient else 404),
+        yield Source(t, data, lambda transient: status.update(code=502 if transient else 404),
                      lambda: status.update(code=0))
     await runner.cleanup()
 
