@@ -14,14 +14,15 @@ import os
 import stat
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mover.canary import DEFAULT_BLOCKS
 from mover.errors import UsageError
-from mover.jobs.settings import BackupSettings, JobSettings
+from mover.jobs.settings import BackupSettings, JobSettings, NbdSettings
 from mover.pipeline.copy import PipelineSettings
+from mover.repo.s3url import is_s3_url, parse_s3_url
 from mover.retention import KeepPolicy
 from mover.vsphere.address import ServerAddress, TlsPolicy
 from mover.vsphere.session import Credentials
@@ -59,10 +60,17 @@ class Job(BaseModel):
                                    "fingerprint")
     vms: list[str] = Field(min_length=1, description="names, MoRefs, instance UUIDs or "
                            "inventory paths; each at most once")
-    repo: str = Field(description="the repository directory")
+    repo: str = Field(description="the repository: a directory, or s3://BUCKET/PREFIX "
+                      "(endpoint and credentials from the AWS_* environment)")
     full: bool = False
     read_all: bool = False
     quiesce: bool = False
+    quiesce_fallback: bool = Field(False, description="quiescing failed 3 times: take a "
+                                   "crash-consistent snapshot with a warning")
+    busy_wait: float = Field(300.0, ge=0, description="seconds to wait for a VM busy with "
+                             "another tool's snapshot or consolidation")
+    consolidate: bool = Field(True, description="run ConsolidateVMDisks_Task when vSphere "
+                              "says the VM needs it")
     enable_cbt: bool = True
     orphan_age: float = Field(24.0, ge=0, description="hours (see mover backup --orphan-age)")
     block_size: Positive | None = Field(None, description="MiB, for a NEW repository")
@@ -74,6 +82,13 @@ class Job(BaseModel):
     read_attempts: Positive = _KNOBS.read_attempts
     retry_budget: int = Field(_KNOBS.retry_budget, ge=0)
     keepalive: float = Field(_KNOBS.keepalive, ge=0, description="seconds; 0: never")
+    host_wait: float = Field(_KNOBS.host_wait, ge=0, description="seconds a disk may wait on "
+                             "a busy (503) or locking (500) host, plus 10 s per GiB")
+    transport: Literal["folder", "nbd", "auto"] = Field(
+        "auto", description="how disks are read (see mover backup --transport)")
+    nbdkit_plugin: str = Field("vddk", description="nbdkit plugin name or path")
+    vddk_libdir: str | None = Field(None, description="VDDK's directory (holding lib64/)")
+    vddk_transports: str | None = Field(None, description="VDDK modes, e.g. nbdssl:nbd")
     checkpoint_every: Positive = Field(_KNOBS.sync_every // MiB, description="MiB")
     parallel_vms: Positive = Field(1, description="VMs backed up at once")
     max_disks: Positive | None = Field(None, description="disks copied at once, all VMs "
@@ -92,6 +107,15 @@ class Job(BaseModel):
     hook_timeout: float = Field(600.0, gt=0, description="seconds")
     metrics_file: str | None = Field(None, description="Prometheus textfile written at the "
                                      "end (node-exporter textfile collector)")
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, value: str) -> str:
+        if is_s3_url(value):
+            parse_s3_url(value)   # ValueError naming what is wrong
+        elif not value:
+            raise ValueError("give a directory or s3://BUCKET/PREFIX")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -164,9 +188,11 @@ def settings(job: Job, source: str) -> JobSettings:
         backup=BackupSettings(
             server=ServerAddress.parse(job.server),
             credentials=Credentials(job.user, _password(job, source)),
-            vm="", repo=Path(job.repo),
+            vm="", repo=job.repo if is_s3_url(job.repo) else Path(job.repo),
             tls=TlsPolicy(insecure=job.insecure, thumbprint=job.thumbprint),
             full=job.full, read_all=job.read_all, quiesce=job.quiesce,
+            quiesce_fallback=job.quiesce_fallback, busy_wait=job.busy_wait,
+            consolidate=job.consolidate,
             enable_cbt=job.enable_cbt, orphan_age=job.orphan_age * 3600.0,
             block_size=job.block_size * MiB if job.block_size else None,
             parallel_disks=job.parallel_disks, canary_blocks=job.canary_blocks,
@@ -174,7 +200,9 @@ def settings(job: Job, source: str) -> JobSettings:
                 fetchers=job.fetchers, read_timeout=job.read_timeout,
                 idle_timeout=job.idle_timeout, read_attempts=job.read_attempts,
                 retry_budget=job.retry_budget, keepalive=job.keepalive,
-                sync_every=job.checkpoint_every * MiB)),
+                host_wait=job.host_wait, sync_every=job.checkpoint_every * MiB),
+            nbd=NbdSettings(transport=job.transport, plugin=job.nbdkit_plugin,
+                            libdir=job.vddk_libdir, transports=job.vddk_transports)),
         vms=tuple(job.vms), parallel_vms=job.parallel_vms, max_disks=job.max_disks,
         host_reads=job.host_reads,
         bandwidth=job.bandwidth * MiB if job.bandwidth is not None else None,

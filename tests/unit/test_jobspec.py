@@ -56,6 +56,11 @@ def run(path: Path, *extra: str,
                      id="hook-not-argv"),
         pytest.param({"keep": {"last": 0}}, "'keep': no keep rule of 1 or more given",
                      id="keep-nothing"),
+        pytest.param({"repo": "s3://"}, "'repo': ", id="repo-s3-without-bucket"),
+        pytest.param({"transport": "vddk"}, "'transport': Input should be 'folder', 'nbd' or "
+                     "'auto'", id="transport-unknown"),
+        pytest.param({"busy_wait": -1}, "'busy_wait': Input should be greater than or equal "
+                     "to 0", id="negative-busy-wait"),
     ],
 )
 def test_invalid_job_files_exit_2_naming_the_key(tmp_path: Path, change: dict[str, Any],
@@ -129,3 +134,18 @@ def test_schema_prints_every_key(tmp_path: Path) -> None:
     schema = json.loads(proc.stdout)
     assert set(schema["properties"]) == set(jobspec.Job.model_fields)
     assert schema["additionalProperties"] is False
+
+
+def test_the_backup_keys_reach_the_settings_of_every_vm() -> None:
+    job = jobspec.settings(jobspec.Job.model_validate(
+        {**GOOD, "repo": "s3://backups/site-a", "transport": "nbd", "nbdkit_plugin": "/x/p",
+         "vddk_libdir": "/opt/vddk", "quiesce_fallback": True, "consolidate": False,
+         "busy_wait": 30, "host_wait": 5.5}), "job.json")
+    backup = job.backup
+    assert backup.repo == "s3://backups/site-a"   # a URL stays text; a directory is a Path
+    assert (backup.nbd.transport, backup.nbd.plugin, backup.nbd.libdir) == ("nbd", "/x/p",
+                                                                             "/opt/vddk")
+    assert (backup.quiesce_fallback, backup.consolidate, backup.busy_wait) == (True, False, 30)
+    assert backup.pipeline.host_wait == 5.5
+    local = jobspec.settings(jobspec.Job.model_validate(GOOD), "job.json").backup
+    assert local.repo == Path("/tmp/never-used") and local.nbd.transport == "auto"
