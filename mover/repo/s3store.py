@@ -139,9 +139,12 @@ class S3Store:
         self.page_size = page_size
         self.conditional = conditional
         self._slots = threading.BoundedSemaphore(max_requests)
-        # Once per client, however many stores share it (the unique id deduplicates).
-        client.meta.events.register("before-send.s3", _count_request,
-                                    unique_id="mover-count-requests")
+        # Once per client, however many stores share it (the unique id deduplicates); a
+        # client without botocore's events (a test's stand-in) is not counted.
+        events = getattr(client.meta, "events", None)
+        if events is not None:
+            events.register("before-send.s3", _count_request,
+                            unique_id="mover-count-requests")
 
     @classmethod
     def from_url(cls, url: str, *, create_bucket: bool = False, **options: Any) -> S3Store:

@@ -179,7 +179,8 @@ def test_a_second_worker_on_a_vm_refuses_and_a_killed_one_is_resumed_after_its_l
     lab.configure(snapshotDigests=True)
     lab.create_vm(vm, [{"capacity": 64 * MiB, "type": "thin"}])
     lab.write(vm, KEY, 0, random.Random(9).randbytes(48 * MiB))
-    lab.inject("folder", "delay", rate=1.0, delay_ms=500, match=vm)
+    # 12 reads at 2 s: the first run is still copying while the second one starts up
+    lab.inject("folder", "delay", rate=1.0, delay_ms=2000, match=vm)
     proc = start(env, *backup_args(lab, vm, url, "--fetchers", "1", "--checkpoint-every", "4"))
     wait_for(proc, "disk_started")
     second = run(worker_env(lab, s3_env, 1), *backup_args(lab, vm, url))
@@ -216,7 +217,7 @@ def test_a_gateway_stopped_mid_backup_fails_it_cleanly_and_the_next_run_resumes(
     lab.configure(snapshotDigests=True)
     lab.create_vm(vm, [{"capacity": 64 * MiB, "type": "thin"}])
     lab.write(vm, KEY, 0, random.Random(11).randbytes(48 * MiB))
-    lab.inject("folder", "delay", rate=1.0, delay_ms=500, match=vm)
+    lab.inject("folder", "delay", rate=1.0, delay_ms=1000, match=vm)
     proc = start(env, *backup_args(lab, vm, url, "--fetchers", "1", "--checkpoint-every", "4"))
     wait_for(proc, "disk_started")
     time.sleep(2.0)
