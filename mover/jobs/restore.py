@@ -69,9 +69,10 @@ def run_restore(settings: RestoreSettings) -> RestoreResult:
             try:
                 target.commit()
             except OSError as exc:  # fsync or rename: the data may not be durable
-                raise RepositoryError(f"cannot complete the restored disk at "
-                                      f"{target.describe()}: {exc.strerror or exc}; check "
-                                      "free space and the file system there") from exc
+                raise RepositoryError(f"cannot write the restored disk to "
+                                      f"{target.describe()} (making it durable): "
+                                      f"{exc.strerror or exc}; check free space and the file "
+                                      "system there") from exc
         except BaseException as exc:
             target.abort()
             raise _explained(exc, target, settings, done) from exc
