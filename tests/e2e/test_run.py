@@ -230,3 +230,34 @@ def test_sigterm_removes_every_snapshot_and_exits_130(
         assert mover_snapshots(lab, vm) == []
     listing = mover("list", "--repo", tmp_path / "repo", "--json")
     assert listing.result["backups"] == []
+
+
+def test_retention_after_success_forgets_only_committed_vms_backups(
+        lab: Lab, unique_name: Callable[[str], str], tmp_path: Path) -> None:
+    """``keep`` runs after the VMs, per VM that committed: after three runs with
+    ``keep.last = 2`` each committed VM has its two newest backups; a VM whose run failed
+    keeps all of its own (retention never runs for it)."""
+    vms = make_vms(lab, unique_name, 2)
+    repo = tmp_path / "repo"
+    path = tmp_path / "job.json"
+    ids: dict[str, list[str]] = {vm: [] for vm in vms}
+    for round_ in range(3):
+        for i, vm in enumerate(vms):
+            lab.write(vm, KEY, i * MiB, random.Random(round_ * 10 + i).randbytes(MiB))
+        pre = [sys.executable, "-c", "import os, sys; "
+               f"sys.exit(3 if os.environ['MOVER_VM'] == {vms[1]!r} and {round_} == 2 else 0)"]
+        path.write_text(json.dumps(job(lab, vms, repo, keep={"last": 2}, pre_hook=pre)))
+        run = mover("run", path, "--json", lab=lab)
+        assert run.code == (12 if round_ == 2 else 0), run.stderr
+        for result in parse(run.stdout)[-1].results:  # type: ignore[union-attr]
+            if result["status"] == "committed":
+                ids[result["vm"]].append(result["backup_id"])
+    listing = mover("list", "--repo", repo, "--json")
+    kept = {vm: sorted(b["id"] for b in listing.result["backups"] if b["vm_name"] == vm)
+            for vm in vms}
+    assert len(ids[vms[0]]) == 3 and kept[vms[0]] == sorted(ids[vms[0]][1:])  # oldest gone
+    # vms[1] committed twice (its third run was skipped): after round 2 it kept both
+    assert len(ids[vms[1]]) == 2 and kept[vms[1]] == sorted(ids[vms[1]])
+    for vm in vms:   # what is kept restores
+        newest = max(kept[vm])
+        assert len(restore_sha256(repo, newest, KEY, tmp_path / f"{vm}.img")) == 64
