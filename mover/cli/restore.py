@@ -17,6 +17,7 @@ from mover.jobs.restore import run_restore
 from mover.jobs.settings import RestoreSettings
 from mover.jobs.vmrestore import (
     VSphereRestoreSettings,
+    disk_datastores,
     network_map,
     run_disk_into_vm,
     run_vsphere_restore,
@@ -73,6 +74,11 @@ def declare(sub: Commands,
     vs.add_argument("--network-map", action="append", default=[], metavar="OLD=NEW",
                     help="connect NICs of network OLD to NEW (repeatable)")
     vs.add_argument("--power-on", action="store_true", help="power the new VM on at the end")
+    vs.add_argument("--keep-identity", action="store_true", help="keep the backed-up VM's "
+                    "instance UUID, BIOS UUID and MAC addresses (refused while a VM has them)")
+    vs.add_argument("--disk-datastore", action="append", default=[], metavar="KEY=DATASTORE",
+                    help="put disk KEY on this datastore (repeatable; the others go on "
+                    "--datastore)")
     vs.add_argument("--into-vm", metavar="VM", help="with --disk: write that disk onto the "
                     "same disk of this existing, powered-off VM (same size) instead")
     r.add_argument("--json", action="store_true")
@@ -120,7 +126,9 @@ def _into_vsphere(args: argparse.Namespace) -> int:
         repo=args.repo, backup_id=args.backup,
         tls=TlsPolicy(insecure=args.insecure, thumbprint=args.thumbprint), name=args.name,
         datastore=args.datastore, folder=args.folder, resource_pool=args.resource_pool,
-        host=args.host, network_map=network_map(args.network_map), power_on=args.power_on)
+        host=args.host, network_map=network_map(args.network_map), power_on=args.power_on,
+        keep_identity=args.keep_identity,
+        disk_datastores=disk_datastores(args.disk_datastore))
     if args.into_vm:
         if args.disk is None or args.to_vsphere:
             raise UsageError("--into-vm VM writes one disk: give --disk KEY, without "

@@ -61,6 +61,8 @@ class VSphereRestoreSettings:
     host: str | None = None
     network_map: tuple[tuple[str, str], ...] = ()
     power_on: bool = False
+    keep_identity: bool = False          # the saved instance/BIOS UUIDs and MACs, not new ones
+    disk_datastores: tuple[tuple[int, str], ...] = ()   # disk key -> datastore
     workers: int = 4
 
 
@@ -87,6 +89,18 @@ def network_map(pairs: list[str]) -> tuple[tuple[str, str], ...]:
         if not sep or not old or not new:
             raise UsageError(f"--network-map {pair!r} must be OLD=NEW, e.g. 'VM Network=DR'")
         result.append((old, new))
+    return tuple(result)
+
+
+def disk_datastores(pairs: list[str]) -> tuple[tuple[int, str], ...]:
+    """``--disk-datastore KEY=DATASTORE`` values as pairs; UsageError for a malformed one."""
+    result = []
+    for pair in pairs:
+        key, sep, store = pair.partition("=")
+        if not sep or not key.strip().isdigit() or not store:
+            raise UsageError(f"--disk-datastore {pair!r} must be KEY=DATASTORE, e.g. "
+                             "'2001=fast-ssd'")
+        result.append((int(key), store))
     return tuple(result)
 
 
@@ -197,8 +211,18 @@ def _restore(repo: Repository, session: Session, settings: VSphereRestoreSetting
         raise UsageError(f"[{where.datastore}] {name}/{name}.vmx exists (a VM not in the "
                          "inventory?); restore refuses to overwrite files: give --name NEW "
                          "or another --datastore")
+    if settings.keep_identity:
+        uuid = str(saved.get("instanceUuid") or "")
+        holder = vmcreate.uuid_taken(session, uuid) if uuid else None
+        if holder is not None:
+            raise UsageError(f"--keep-identity: VM {holder!r} still has instance UUID {uuid} "
+                             "(and the MACs); keeping the identity is for bringing back a VM "
+                             "that is gone: remove or rename that VM's identity first, or "
+                             "restore without --keep-identity")
     spec = vmcreate.config_spec(session, saved, name, where, set(indexes),
-                                dict(settings.network_map))
+                                dict(settings.network_map),
+                                keep_identity=settings.keep_identity,
+                                disk_datastores=dict(settings.disk_datastores))
     vm = vmcreate.create(session, where, spec)
     try:
         disks = _write_disks(repo, session, client, vm, where.datacenter_path, indexes,

@@ -149,10 +149,30 @@ def name_taken(session: Session, name: str) -> bool:
     return True
 
 
+def uuid_taken(session: Session, instance_uuid: str) -> str | None:
+    """The name of the VM that has ``instance_uuid``, or None."""
+    def find() -> str | None:
+        vm = session.content.searchIndex.FindByUuid(None, instance_uuid, True, True)
+        return str(vm.name) if vm is not None else None
+    return session.call(find)
+
+
 def config_spec(session: Session, saved: dict[str, Any], name: str, where: Placement,
-                disk_keys: set[int], network_map: dict[str, str]) -> Any:
-    """The ``CreateVM_Task`` spec of a new VM like ``saved`` (see the module docstring)."""
+                disk_keys: set[int], network_map: dict[str, str], *,
+                keep_identity: bool = False,
+                disk_datastores: dict[int, str] | None = None) -> Any:
+    """The ``CreateVM_Task`` spec of a new VM like ``saved`` (see the module docstring).
+    ``keep_identity``: the saved instance UUID, BIOS UUID and MAC addresses instead of new
+    ones; ``disk_datastores``: a datastore per disk key (the others on ``where``'s)."""
     networks = session.call(lambda: {n.name: n for n in where.datacenter.network})
+    stores = set(session.call(lambda: [ds.name for ds in where.datacenter.datastore]))
+    for key, store in sorted((disk_datastores or {}).items()):
+        if key not in disk_keys:
+            raise UsageError(f"--disk-datastore {key}={store}: the backup has no disk {key} "
+                             f"(it has {', '.join(map(str, sorted(disk_keys)))})")
+        if store not in stores:
+            raise NotFoundError(f"--disk-datastore {key}={store}: no such datastore in the "
+                                f"target datacenter (it has {', '.join(sorted(stores))})")
     hardware = saved.get("hardware") or {}
     changes = []
     devices = hardware.get("device") or []
@@ -166,14 +186,18 @@ def config_spec(session: Session, saved: dict[str, Any], name: str, where: Place
     for dev in devices:
         kind = str(dev.get("_vimtype", ""))
         if kind == "vim.vm.device.VirtualDisk" and dev.get("key") in disk_keys:
-            changes.append(_disk(dev, where.datastore))
+            store = (disk_datastores or {}).get(dev["key"], where.datastore)
+            changes.append(_disk(dev, store))
         elif "macAddress" in dev and kind.startswith("vim.vm.device.Virtual"):
-            changes.append(_nic(dev, kind, networks, network_map))
+            changes.append(_nic(dev, kind, networks, network_map, keep_identity))
     spec = vim.vm.ConfigSpec(
         name=name, guestId=saved.get("guestId"), version=saved.get("version"),
         numCPUs=hardware.get("numCPU"), numCoresPerSocket=hardware.get("numCoresPerSocket"),
         memoryMB=hardware.get("memoryMB"),
         files=vim.vm.FileInfo(vmPathName=f"[{where.datastore}]"), deviceChange=changes)
+    if keep_identity:
+        spec.instanceUuid = saved.get("instanceUuid")
+        spec.uuid = saved.get("uuid")
     if saved.get("firmware"):
         spec.firmware = saved["firmware"]
     boot = saved.get("bootOptions") or {}
@@ -197,7 +221,7 @@ def _disk(dev: dict[str, Any], datastore: str) -> Any:
 
 
 def _nic(dev: dict[str, Any], kind: str, networks: dict[str, Any],
-         network_map: dict[str, str]) -> Any:
+         network_map: dict[str, str], keep_mac: bool) -> Any:
     old = (dev.get("backing") or {}).get("deviceName") or (
         (dev.get("deviceInfo") or {}).get("summary") or "")
     new = network_map.get(old, old)
@@ -217,6 +241,8 @@ def _nic(dev: dict[str, Any], kind: str, networks: dict[str, Any],
     nic = _type(kind)(key=dev["key"], backing=backing, addressType="generated",
                       connectable=vim.vm.device.VirtualDevice.ConnectInfo(
                           startConnected=True, allowGuestControl=True, connected=False))
+    if keep_mac and dev.get("macAddress"):
+        nic.addressType, nic.macAddress = "manual", dev["macAddress"]
     return vim.vm.device.VirtualDeviceSpec(operation="add", device=nic)
 
 

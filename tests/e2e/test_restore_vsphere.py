@@ -161,3 +161,53 @@ def test_one_disk_onto_an_existing_powered_off_vm(lab: Lab, unique_name: Callabl
     assert refused.code == 2 and "power it off" in refused.stderr
     refused = mover(*base, small, lab=lab)
     assert refused.code == 2 and "same size" in refused.stderr
+
+
+def test_keep_identity_brings_back_a_vm_that_is_gone(lab: Lab, unique_name: Callable[[str], str],
+                                                     tmp_path: Path) -> None:
+    """--keep-identity: refused while the original VM has the UUID; once it is gone the new VM
+    has its instance UUID, BIOS UUID and MACs; --disk-datastore names a disk of the backup."""
+    name = unique_name("vm")
+    lab.create_vm(name, [{"capacity": 4 * MiB, "type": "thin"}])
+    lab.write(name, 2000, 0, random.Random(9).randbytes(200_000))
+    si = lab.connect()
+    add_nic(si, find(si, name))
+    repo = tmp_path / "repo"
+    result = backup(lab, name, repo)
+    original = find(si, name)
+    identity = (original.config.instanceUuid, original.config.uuid,
+                sorted(d.macAddress for d in original.config.hardware.device
+                       if hasattr(d, "macAddress")))
+    assert identity[2], "the lab VM has a NIC"
+    new = unique_name("back")
+    run = mover(*restore_args(lab, repo, result["backup_id"], "--name", new,
+                              "--keep-identity"), lab=lab)
+    assert run.code == 2 and f"VM {name!r} still has instance UUID" in run.stderr, run.stderr
+    assert find(si, new) is None
+    run = mover(*restore_args(lab, repo, result["backup_id"], "--name", new,
+                              "--disk-datastore", "2001=LocalDS_0"), lab=lab)
+    assert run.code == 2 and "has no disk 2001" in run.stderr, run.stderr
+    lab.delete_vm(name)
+    run = mover(*restore_args(lab, repo, result["backup_id"], "--name", new, "--keep-identity",
+                              "--disk-datastore", "2000=LocalDS_0"), lab=lab)
+    assert run.code == 0, run.stderr
+    vm = find(si, new)
+    assert (vm.config.instanceUuid, vm.config.uuid,
+            sorted(d.macAddress for d in vm.config.hardware.device
+                   if hasattr(d, "macAddress"))) == identity
+
+
+def add_nic(si: Any, vm: Any) -> None:
+    """An E1000 on "VM Network" (lab VMs have none), with a MAC the host generates."""
+    from pyVim.task import WaitForTask
+    from pyVmomi import vim
+
+    dc = si.content.rootFolder.childEntity[0]
+    network = next(n for n in dc.network if n.name == "VM Network")
+    nic = vim.vm.device.VirtualE1000(
+        key=-1, addressType="generated",
+        backing=vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(deviceName=network.name,
+                                                                     network=network))
+    spec = vim.vm.ConfigSpec(deviceChange=[vim.vm.device.VirtualDeviceSpec(operation="add",
+                                                                           device=nic)])
+    WaitForTask(vm.ReconfigVM_Task(spec=spec))
