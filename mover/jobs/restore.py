@@ -149,6 +149,12 @@ def _open_target(settings: RestoreSettings, capacity: int) -> RestoreTarget:
         raise UsageError(f"{path} exists; restore refuses to overwrite it: choose another "
                          "--output, add --force to replace it, or --base BASE_ID to update "
                          "it differentially")
+    if settings.force and os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
+        # --force renames a new file over the name: over a FIFO, a character device or a
+        # symlink (/dev/stdout) that replaces the node itself, never what it leads to.
+        raise UsageError(f"{path} is not a regular file (a FIFO, device node or symlink): "
+                         "--force replaces only an existing regular file; give the file "
+                         "itself, a block device, or - for standard output")
     try:
         return NewFile(path, capacity, replace=settings.force)
     except OSError as exc:

@@ -4,7 +4,8 @@ The restore job (``mover.jobs.restore``) reads and checks chunks concurrently an
 blocks to a target in ascending offset order, one call at a time, from one thread. Three
 targets exist:
 
-``NewFile``   a regular file that does not exist yet (or one ``--force`` replaces). Written
+``NewFile``   a regular file that does not exist yet (or a regular file ``--force``
+              replaces; never a FIFO, device node or symlink). Written
               as ``<name>.mover-tmp-<pid>`` in the same directory, sparse (zero blocks stay
               holes), fsynced, then renamed over the name and the directory fsynced: a
               restore that fails or is killed never leaves a file under the final name.
@@ -112,7 +113,8 @@ class NewFile:
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
-        if not self._replace and os.path.lexists(self.path):  # appeared while we wrote
+        if os.path.lexists(self.path) and not (  # appeared, or was swapped, while we wrote
+                self._replace and stat.S_ISREG(os.lstat(self.path).st_mode)):
             self.abort()
             raise FileExistsError(errno.EEXIST, "appeared during the restore", str(self.path))
         os.replace(self._temp, self.path)

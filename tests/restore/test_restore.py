@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +205,38 @@ def test_a_directory_is_refused_as_output(
     repo, images = repo_with_history
     with pytest.raises(UsageError, match="is a directory"):
         run_restore(settings(repo, next(iter(images)), tmp_path, force=True))
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def _symlink_to_file(path: Path) -> Path:
+    path.with_name("real.img").write_bytes(b"precious")
+    path.symlink_to(path.with_name("real.img"))
+    return path
+
+
+def _char_device(path: Path) -> Path:
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))   # what /dev/null is
+    except PermissionError:
+        pytest.skip("creating a device node needs CAP_MKNOD")
+    return path
+
+
+@pytest.mark.parametrize("make", [_fifo, _symlink_to_file, _char_device],
+                         ids=["fifo", "symlink", "char-device"])
+def test_force_replaces_only_a_regular_file(
+        repo_with_history: tuple[Path, dict[str, bytes]], tmp_path: Path,
+        make: object) -> None:
+    repo, images = repo_with_history
+    out = make(tmp_path / "out")  # type: ignore[operator]
+    before = os.lstat(out)
+    with pytest.raises(UsageError, match="not a regular file"):
+        run_restore(settings(repo, next(iter(images)), out, force=True))
+    after = os.lstat(out)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    assert not any(n.startswith("out.mover-tmp") for n in os.listdir(out.parent))
+
