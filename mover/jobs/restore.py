@@ -9,7 +9,8 @@ the restore with an IntegrityError naming it.
 Kinds (``RestoreSettings``):
 
 - a new file (``--output PATH``; ``--force`` replaces an existing file): temp + rename;
-- a block device (``--output /dev/...``): written in place, zero blocks as zeros;
+- a block device (``--output /dev/...``, with ``--force``): opened exclusively (a mounted or
+  otherwise held device is refused), written in place, zero blocks as zeros;
 - standard output (``--output -``): every byte in order;
 - differential (``--output EXISTING --base BASE_ID``): the target holds backup ``BASE_ID``
   today; only the blocks whose index entries differ (``mover.restoreplan``) are written.
@@ -20,6 +21,7 @@ Kinds (``RestoreSettings``):
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import stat
 from collections.abc import Iterable
@@ -144,6 +146,10 @@ def _open_target(settings: RestoreSettings, capacity: int) -> RestoreTarget:
                              f"that holds backup {settings.base_id}; {path} is not one")
         return _in_place(path, capacity, exact=not is_device)
     if is_device:
+        if not settings.force:
+            raise UsageError(f"{path} is a block device; a full restore overwrites every "
+                             "byte of it: add --force to do so, or --base BASE_ID if it holds "
+                             "that backup of this disk today")
         return _in_place(path, capacity, exact=False)
     if mode is not None and not settings.force:
         raise UsageError(f"{path} exists; restore refuses to overwrite it: choose another "
@@ -167,6 +173,10 @@ def _in_place(path: Path, capacity: int, exact: bool) -> InPlace:
         target = InPlace(path)
         size = target.size()
     except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            raise UsageError(f"{path} is in use (mounted, or held by LVM, a VM or another "
+                             "process); nothing was written: unmount or release it first"
+                             ) from exc
         raise UsageError(f"cannot open {path} for writing: {exc.strerror}") from exc
     if size < capacity or (exact and size != capacity):
         target.abort()

@@ -10,7 +10,8 @@ targets exist:
               holes), fsynced, then renamed over the name and the directory fsynced: a
               restore that fails or is killed never leaves a file under the final name.
 ``InPlace``   an existing regular file or a block device, written where it is (a full
-              restore to a device, or a differential restore). Zero blocks are written as
+              restore to a device, or a differential restore). A device is opened with
+              ``O_EXCL``: one in use raises OSError(EBUSY). Zero blocks are written as
               zeros. A failure leaves it *partially written*: ``partial`` is True and the job
               reports the offset up to which the new image was written.
 ``Stream``    standard output (or any file descriptor), strictly sequential: every byte of
@@ -141,7 +142,10 @@ class InPlace:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.partial = False
-        self._fd = os.open(path, os.O_RDWR)
+        # O_EXCL on a block device: Linux refuses (EBUSY) one that is mounted or held open
+        # exclusively (LVM, md, another restore), and then holds it until close.
+        exclusive = os.O_EXCL if stat.S_ISBLK(os.stat(path).st_mode) else 0
+        self._fd = os.open(path, os.O_RDWR | exclusive)
         self.is_device = stat.S_ISBLK(os.fstat(self._fd).st_mode)
 
     def describe(self) -> str:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -240,3 +242,50 @@ def test_force_replaces_only_a_regular_file(
     assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
     assert not any(n.startswith("out.mover-tmp") for n in os.listdir(out.parent))
 
+
+@pytest.fixture
+def loop_device(tmp_path: Path) -> Iterator[Path]:
+    """A real block device (a loop device over a file of the disk's size), as root."""
+    if os.geteuid() != 0 or shutil.which("losetup") is None:
+        pytest.skip("a loop device needs root and losetup")
+    backing = tmp_path / "device-backing"
+    backing.write_bytes(b"\xee" * BLOCKS * BS)          # a loop device is whole sectors
+    made = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True,
+                          text=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"losetup: {made.stderr.strip()}")
+    device = Path(made.stdout.strip())
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "--detach", str(device)], check=False)
+
+
+def _device_bytes(device: Path) -> bytes:
+    with open(device, "rb") as f:
+        return f.read(CAPACITY)
+
+
+def test_a_full_restore_onto_a_device_needs_force(
+        repo_with_history: tuple[Path, dict[str, bytes]], loop_device: Path) -> None:
+    repo, images = repo_with_history
+    (b1, i1), _, (b3, i3) = images.items()
+    with pytest.raises(UsageError, match="--force"):
+        run_restore(settings(repo, b1, loop_device))
+    assert _device_bytes(loop_device) == b"\xee" * CAPACITY
+    run_restore(settings(repo, b1, loop_device, force=True))
+    assert _device_bytes(loop_device) == i1
+    run_restore(settings(repo, b3, loop_device, base_id=b1))   # the base names what it holds
+    assert _device_bytes(loop_device) == i3
+
+
+def test_a_device_in_use_is_refused(
+        repo_with_history: tuple[Path, dict[str, bytes]], loop_device: Path) -> None:
+    repo, images = repo_with_history
+    holder = os.open(loop_device, os.O_RDONLY | os.O_EXCL)   # as a mount or LVM holds it
+    try:
+        with pytest.raises(UsageError, match="in use"):
+            run_restore(settings(repo, next(iter(images)), loop_device, force=True))
+    finally:
+        os.close(holder)
+    assert _device_bytes(loop_device) == b"\xee" * CAPACITY
