@@ -66,7 +66,7 @@ def run_restore(settings: RestoreSettings) -> RestoreResult:
         verified, done = 0, Progress()
         try:
             if base is not None:
-                verified = _verify_base(repo, target, base, settings)
+                verified = _verify_base(repo, target, base, index, settings)
             copy_blocks(repo, index, blocks, target, settings.workers, done)
             try:
                 target.commit()
@@ -186,9 +186,10 @@ def _in_place(path: Path, capacity: int, exact: bool) -> InPlace:
 
 
 def _verify_base(repo: Repository, target: RestoreTarget, base: FixedIndex,
-                 settings: RestoreSettings) -> int:
-    """Check sampled blocks of the target against the base backup before writing."""
-    blocks = restoreplan.sample_blocks(base, settings.verify_base)
+                 restored: FixedIndex, settings: RestoreSettings) -> int:
+    """Check sampled blocks of the target that the restore leaves alone against the base
+    backup before writing (``restoreplan.sample_blocks``)."""
+    blocks = restoreplan.sample_blocks(base, restored, settings.verify_base)
     for block in blocks:
         offset = block * base.block_size
         length = min(base.block_size, base.capacity - offset)

@@ -114,12 +114,13 @@ def test_differential_rolls_back_too_and_a_second_run_writes_nothing(
 def test_verify_base_refuses_a_target_that_holds_another_backup(
         repo_with_history: tuple[Path, dict[str, bytes]], tmp_path: Path) -> None:
     repo, images = repo_with_history
-    (b1, _), (b2, i2), (b3, _) = images.items()
+    (b1, _), (b2, _), (b3, i3) = images.items()
     out = tmp_path / "disk.img"
-    run_restore(settings(repo, b2, out))
+    run_restore(settings(repo, b3, out))
+    # b1 -> b2 rewrites blocks 2 and 3 only; the target differs from b1 in blocks it keeps
     with pytest.raises(UsageError, match=r"does not hold backup .* nothing was written"):
-        run_restore(settings(repo, b3, out, base_id=b1, verify_base=BLOCKS))
-    assert out.read_bytes() == i2
+        run_restore(settings(repo, b2, out, base_id=b1, verify_base=BLOCKS))
+    assert out.read_bytes() == i3
 
 
 @pytest.mark.parametrize("size", [CAPACITY - 1, CAPACITY + BS], ids=["short", "long"])
@@ -289,3 +290,19 @@ def test_a_device_in_use_is_refused(
     finally:
         os.close(holder)
     assert _device_bytes(loop_device) == b"\xee" * CAPACITY
+
+
+def test_a_verified_differential_stopped_half_way_is_completed_by_the_same_command(
+        repo_with_history: tuple[Path, dict[str, bytes]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    repo, images = repo_with_history
+    (b1, _), _, (b3, i3) = images.items()
+    out = tmp_path / "disk.img"
+    run_restore(settings(repo, b1, out))
+    _fail_after(monkeypatch, 2)
+    with pytest.raises(IntegrityError, match=f"PARTIALLY WRITTEN.*--base {b1}. again"):
+        run_restore(settings(repo, b3, out, base_id=b1, workers=1, verify_base=BLOCKS))
+    monkeypatch.undo()
+    result = run_restore(settings(repo, b3, out, base_id=b1, verify_base=BLOCKS))
+    assert out.read_bytes() == i3
+    assert result.verified_blocks == BLOCKS - 6                 # every block left alone
