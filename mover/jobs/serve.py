@@ -4,8 +4,9 @@ The server is nbdkit (Debian's ``nbdkit`` and ``nbdkit-plugin-python``) running
 ``mover.jobs.nbdplugin``; this job checks the backup and disk first (so a typo fails here,
 with mover's exit status), holds the repository's shared lock for as long as the export is
 up (gc waits instead of removing a pack a client is reading), starts nbdkit with
-``--readonly --exit-with-parent``, reports the export's URI once nbdkit listens, and on
-SIGTERM/SIGINT stops it and returns. If nbdkit exits by itself, that is an error.
+``--readonly --exit-with-parent`` in a minimal environment (no secret of mover's reaches
+it), reports the export's URI once nbdkit listens, and on SIGTERM/SIGINT stops it and
+returns. If nbdkit exits by itself, that is an error.
 """
 
 from __future__ import annotations
@@ -100,12 +101,19 @@ def _command(nbdkit: str, settings: ServeSettings, repo: str, backup_id: str,
             f"repo={repo}", f"backup={backup_id}", f"disk={settings.disk_key}"]
 
 
+# All nbdkit and its plugin need of mover's environment; nothing else is passed, so that
+# a secret in it (MOVER_PASSWORD, cloud credentials) never reaches the server process.
+_PASSED = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+
+
 def _environment() -> dict[str, str]:
-    """nbdkit's embedded interpreter finds mover and its dependencies (this interpreter's
-    site-packages) through PYTHONPATH; an editable install's .pth is not read there."""
+    """A minimal environment (``_PASSED``) in which nbdkit's embedded interpreter finds
+    mover and its dependencies (this interpreter's site-packages) through PYTHONPATH; an
+    editable install's .pth is not read there."""
     paths = [str(Path(mover.__file__).resolve().parent.parent), *site.getsitepackages()]
     old = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths + ([old] if old else []))}
+    passed = {name: os.environ[name] for name in _PASSED if name in os.environ}
+    return {**passed, "PYTHONPATH": os.pathsep.join(paths + ([old] if old else []))}
 
 
 def _serve(nbdkit: str, settings: ServeSettings, repo: str, backup_id: str,
