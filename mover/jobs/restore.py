@@ -70,6 +70,11 @@ def run_restore(settings: RestoreSettings) -> RestoreResult:
             copy_blocks(repo, index, blocks, target, settings.workers, done)
             try:
                 target.commit()
+            except FileExistsError as exc:  # NewFile: the name was taken while we wrote
+                raise UsageError(f"{target.describe()} appeared while the restore wrote (or "
+                                 "is no longer a regular file --force may replace); it was "
+                                 "left as it is: choose another --output, or add --force to "
+                                 "replace a file") from exc
             except OSError as exc:  # fsync or rename: the data may not be durable
                 raise RepositoryError(f"cannot write the restored disk to "
                                       f"{target.describe()} (making it durable): "
@@ -193,7 +198,13 @@ def _verify_base(repo: Repository, target: RestoreTarget, base: FixedIndex,
     for block in blocks:
         offset = block * base.block_size
         length = min(base.block_size, base.capacity - offset)
-        data = target.read(offset, length)
+        try:
+            data = target.read(offset, length)
+        except OSError as exc:
+            raise RepositoryError(f"cannot read {target.describe()} at offset {offset} to "
+                                  f"check it against --base {settings.base_id}: "
+                                  f"{exc.strerror or exc}; nothing was written. Check the "
+                                  "device or file, or restore without --verify-base") from exc
         digest = base.get(block)
         same = data == bytes(length) if digest is None else (
             len(data) == length and repo.chunks.digest(data) == digest)

@@ -3,6 +3,7 @@ repository: bytes, counts, what a failure leaves behind, and what is refused."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from mover.errors import IntegrityError, UsageError
+from mover.errors import IntegrityError, RepositoryError, UsageError
 from mover.jobs.restore import run_restore
 from mover.jobs.settings import RestoreSettings
+from mover.pipeline.targets import InPlace
 from mover.repo import Repository
 
 from .backups import KEY, write_backup
@@ -306,3 +308,57 @@ def test_a_verified_differential_stopped_half_way_is_completed_by_the_same_comma
     result = run_restore(settings(repo, b3, out, base_id=b1, verify_base=BLOCKS))
     assert out.read_bytes() == i3
     assert result.verified_blocks == BLOCKS - 6                 # every block left alone
+
+
+def test_a_failing_read_of_the_target_in_the_base_check_is_a_mover_error(
+        repo_with_history: tuple[Path, dict[str, bytes]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    repo, images = repo_with_history
+    (b1, i1), _, (b3, _) = images.items()
+    out = tmp_path / "disk.img"
+    run_restore(settings(repo, b1, out))
+
+    def read(self: InPlace, offset: int, length: int) -> bytes:   # a failing disk
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(InPlace, "read", read)
+    with pytest.raises(RepositoryError, match=rf"cannot read {out} at offset \d+ .*Input/output "
+                       "error.*nothing was written") as caught:
+        run_restore(settings(repo, b3, out, base_id=b1, verify_base=4))
+    assert caught.value.exit_code == 9
+    assert out.read_bytes() == i1
+
+
+def test_a_failing_rename_is_a_mover_error_and_leaves_nothing(
+        repo_with_history: tuple[Path, dict[str, bytes]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    repo, images = repo_with_history
+
+    def replace(src: object, dst: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(RepositoryError, match=r"making it durable.*Input/output error"):
+        run_restore(settings(repo, next(iter(images)), out / "disk.img"))
+    assert os.listdir(out) == []
+
+
+def test_an_output_that_appears_during_the_restore_is_kept(
+        repo_with_history: tuple[Path, dict[str, bytes]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    repo, images = repo_with_history
+    out = tmp_path / "disk.img"
+    real = Repository.read_block
+
+    def read_block(self: Repository, digest: bytes) -> bytes:
+        if not out.exists():
+            out.write_bytes(b"someone else's")
+        return real(self, digest)
+
+    monkeypatch.setattr(Repository, "read_block", read_block)
+    with pytest.raises(UsageError, match="appeared while the restore wrote"):
+        run_restore(settings(repo, next(iter(images)), out))
+    assert out.read_bytes() == b"someone else's"
+    assert sorted(os.listdir(tmp_path)) == ["disk.img", "repo"]   # no temporary left
