@@ -37,15 +37,21 @@ def changed_blocks(base: FixedIndex, target: FixedIndex) -> Iterator[int]:
     return (block for block in range(len(target)) if base.get(block) != target.get(block))
 
 
-def sample_blocks(index: FixedIndex, count: int, seed: int = 0) -> list[int]:
-    """Up to ``count`` distinct blocks of ``index`` to check a target against, ascending;
-    non-zero blocks first (a zeroed target would pass a check of zero blocks), then zero
-    blocks if too few are stored. Deterministic for a seed."""
+def sample_blocks(base: FixedIndex, target: FixedIndex, count: int,
+                  seed: int = 0) -> list[int]:
+    """Up to ``count`` distinct blocks to check a differential target against ``base``
+    before writing ``target``'s changed blocks, ascending. Only blocks whose slot is equal
+    in both indexes: the restore never writes them, so they hold ``base``'s bytes before and
+    after it, and a re-run after a partial write checks the same untouched blocks (a block
+    the restore does write may already hold the new bytes). Non-zero blocks first (a zeroed
+    target would pass a check of zero blocks), then zero blocks if too few are stored.
+    Deterministic for a seed; the two indexes are of one geometry (``changed_blocks``)."""
     rng = random.Random(seed)
-    stored = [b for b in range(len(index)) if index.get(b) is not None]
+    same = [b for b in range(len(base)) if base.get(b) == target.get(b)]
+    stored = [b for b in same if base.get(b) is not None]
     chosen = rng.sample(stored, min(count, len(stored)))
     if len(chosen) < count:
-        zeros = [b for b in range(len(index)) if index.get(b) is None]
+        zeros = [b for b in same if base.get(b) is None]
         chosen += rng.sample(zeros, min(count - len(chosen), len(zeros)))
     return sorted(chosen)
 

@@ -29,7 +29,7 @@ def declare(sub: Commands,
 def run(args: argparse.Namespace) -> int:
     backups = Repository.open(args.repo, create=False).list_backups()
     if args.json:
-        print(json.dumps({"status": "ok", "backups": [b.to_json() for b in backups]},
+        print(json.dumps({"status": "ok", "backups": [b.listing() for b in backups]},
                          sort_keys=True))
         return 0
     print(f"{'backup':<26} {'vm':<20} {'created':<21} {'disks':<24} {'stored':>10}")

@@ -48,7 +48,8 @@ def declare(sub: Commands,
     r.add_argument("--output", type=Path,
                    help="a new image file, a block device, an existing image with --base, or "
                    "- for standard output (the result line then goes to stderr)")
-    r.add_argument("--force", action="store_true", help="replace an existing output file")
+    r.add_argument("--force", action="store_true", help="replace an existing regular file, "
+                   "or overwrite a whole block device")
     r.add_argument("--base", metavar="BASE_ID", help="differential: --output holds backup "
                    "BASE_ID today; write only the blocks that differ")
     r.add_argument("--verify-base", type=int, nargs="?", const=16, default=0, metavar="N",

@@ -9,7 +9,8 @@ the restore with an IntegrityError naming it.
 Kinds (``RestoreSettings``):
 
 - a new file (``--output PATH``; ``--force`` replaces an existing file): temp + rename;
-- a block device (``--output /dev/...``): written in place, zero blocks as zeros;
+- a block device (``--output /dev/...``, with ``--force``): opened exclusively (a mounted or
+  otherwise held device is refused), written in place, zero blocks as zeros;
 - standard output (``--output -``): every byte in order;
 - differential (``--output EXISTING --base BASE_ID``): the target holds backup ``BASE_ID``
   today; only the blocks whose index entries differ (``mover.restoreplan``) are written.
@@ -20,6 +21,7 @@ Kinds (``RestoreSettings``):
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import stat
 from collections.abc import Iterable
@@ -64,10 +66,15 @@ def run_restore(settings: RestoreSettings) -> RestoreResult:
         verified, done = 0, Progress()
         try:
             if base is not None:
-                verified = _verify_base(repo, target, base, settings)
+                verified = _verify_base(repo, target, base, index, settings)
             copy_blocks(repo, index, blocks, target, settings.workers, done)
             try:
                 target.commit()
+            except FileExistsError as exc:  # NewFile: the name was taken while we wrote
+                raise UsageError(f"{target.describe()} appeared while the restore wrote (or "
+                                 "is no longer a regular file --force may replace); it was "
+                                 "left as it is: choose another --output, or add --force to "
+                                 "replace a file") from exc
             except OSError as exc:  # fsync or rename: the data may not be durable
                 raise RepositoryError(f"cannot write the restored disk to "
                                       f"{target.describe()} (making it durable): "
@@ -144,11 +151,21 @@ def _open_target(settings: RestoreSettings, capacity: int) -> RestoreTarget:
                              f"that holds backup {settings.base_id}; {path} is not one")
         return _in_place(path, capacity, exact=not is_device)
     if is_device:
+        if not settings.force:
+            raise UsageError(f"{path} is a block device; a full restore overwrites every "
+                             "byte of it: add --force to do so, or --base BASE_ID if it holds "
+                             "that backup of this disk today")
         return _in_place(path, capacity, exact=False)
     if mode is not None and not settings.force:
         raise UsageError(f"{path} exists; restore refuses to overwrite it: choose another "
                          "--output, add --force to replace it, or --base BASE_ID to update "
                          "it differentially")
+    if settings.force and os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
+        # --force renames a new file over the name: over a FIFO, a character device or a
+        # symlink (/dev/stdout) that replaces the node itself, never what it leads to.
+        raise UsageError(f"{path} is not a regular file (a FIFO, device node or symlink): "
+                         "--force replaces only an existing regular file; give the file "
+                         "itself, a block device, or - for standard output")
     try:
         return NewFile(path, capacity, replace=settings.force)
     except OSError as exc:
@@ -161,6 +178,10 @@ def _in_place(path: Path, capacity: int, exact: bool) -> InPlace:
         target = InPlace(path)
         size = target.size()
     except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            raise UsageError(f"{path} is in use (mounted, or held by LVM, a VM or another "
+                             "process); nothing was written: unmount or release it first"
+                             ) from exc
         raise UsageError(f"cannot open {path} for writing: {exc.strerror}") from exc
     if size < capacity or (exact and size != capacity):
         target.abort()
@@ -170,13 +191,20 @@ def _in_place(path: Path, capacity: int, exact: bool) -> InPlace:
 
 
 def _verify_base(repo: Repository, target: RestoreTarget, base: FixedIndex,
-                 settings: RestoreSettings) -> int:
-    """Check sampled blocks of the target against the base backup before writing."""
-    blocks = restoreplan.sample_blocks(base, settings.verify_base)
+                 restored: FixedIndex, settings: RestoreSettings) -> int:
+    """Check sampled blocks of the target that the restore leaves alone against the base
+    backup before writing (``restoreplan.sample_blocks``)."""
+    blocks = restoreplan.sample_blocks(base, restored, settings.verify_base)
     for block in blocks:
         offset = block * base.block_size
         length = min(base.block_size, base.capacity - offset)
-        data = target.read(offset, length)
+        try:
+            data = target.read(offset, length)
+        except OSError as exc:
+            raise RepositoryError(f"cannot read {target.describe()} at offset {offset} to "
+                                  f"check it against --base {settings.base_id}: "
+                                  f"{exc.strerror or exc}; nothing was written. Check the "
+                                  "device or file, or restore without --verify-base") from exc
         digest = base.get(block)
         same = data == bytes(length) if digest is None else (
             len(data) == length and repo.chunks.digest(data) == digest)

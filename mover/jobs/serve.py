@@ -4,8 +4,9 @@ The server is nbdkit (Debian's ``nbdkit`` and ``nbdkit-plugin-python``) running
 ``mover.jobs.nbdplugin``; this job checks the backup and disk first (so a typo fails here,
 with mover's exit status), holds the repository's shared lock for as long as the export is
 up (gc waits instead of removing a pack a client is reading), starts nbdkit with
-``--readonly --exit-with-parent``, reports the export's URI once nbdkit listens, and on
-SIGTERM/SIGINT stops it and returns. If nbdkit exits by itself, that is an error.
+``--readonly --exit-with-parent`` in a minimal environment (no secret of mover's reaches
+it), reports the export's URI once nbdkit listens, and on SIGTERM/SIGINT stops it and
+returns. If nbdkit exits by itself, that is an error.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import mover
 from mover import clock
 from mover.errors import MoverError, NotFoundError, UsageError
 from mover.repo import Repository
+from mover.repo.s3url import RepoLocation, is_s3_url
 
 PLUGIN = Path(__file__).with_name("nbdplugin.py")
 READY_TIMEOUT = 30.0      # seconds for nbdkit to start listening
@@ -35,7 +37,7 @@ STOP_TIMEOUT = 10.0       # seconds nbdkit gets to finish after SIGTERM before S
 
 @dataclass(frozen=True, slots=True)
 class ServeSettings:
-    repo: Path
+    repo: RepoLocation                  # a directory or s3://BUCKET/PREFIX
     backup_id: str
     disk_key: int
     socket: Path | None = None          # a Unix socket, or:
@@ -100,12 +102,26 @@ def _command(nbdkit: str, settings: ServeSettings, repo: str, backup_id: str,
             f"repo={repo}", f"backup={backup_id}", f"disk={settings.disk_key}"]
 
 
-def _environment() -> dict[str, str]:
-    """nbdkit's embedded interpreter finds mover and its dependencies (this interpreter's
-    site-packages) through PYTHONPATH; an editable install's .pth is not read there."""
+# All nbdkit and its plugin need of mover's environment; nothing else is passed, so that
+# a secret in it (MOVER_PASSWORD, cloud credentials) never reaches the server process.
+_PASSED = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+# The plugin opens the repository itself: an s3:// one needs the AWS SDK's variables (and
+# HOME for ~/.aws), the lease setting and the index cache's place; a directory needs none.
+_PASSED_S3 = ("HOME", "XDG_CACHE_HOME", "MOVER_LOCK_LEASE")
+
+
+def _environment(repo: str) -> dict[str, str]:
+    """A minimal environment (``_PASSED``, and for an s3:// ``repo`` the AWS_* variables and
+    ``_PASSED_S3``) in which nbdkit's embedded interpreter finds mover and its dependencies
+    (this interpreter's site-packages) through PYTHONPATH; an editable install's .pth is not
+    read there."""
     paths = [str(Path(mover.__file__).resolve().parent.parent), *site.getsitepackages()]
     old = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths + ([old] if old else []))}
+    passed = {name: os.environ[name] for name in _PASSED if name in os.environ}
+    if is_s3_url(repo):
+        passed.update({name: value for name, value in os.environ.items()
+                       if name.startswith("AWS_") or name in _PASSED_S3})
+    return {**passed, "PYTHONPATH": os.pathsep.join(paths + ([old] if old else []))}
 
 
 def _serve(nbdkit: str, settings: ServeSettings, repo: str, backup_id: str,
@@ -122,7 +138,7 @@ def _serve(nbdkit: str, settings: ServeSettings, repo: str, backup_id: str,
         pidfile = Path(temp) / "nbdkit.pid"
         proc = subprocess.Popen(_command(nbdkit, settings, repo, backup_id, pidfile),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                env=_environment())
+                                env=_environment(repo))
         try:
             _wait_ready(proc, pidfile, stop)
             if not stop.is_set():

@@ -1,10 +1,12 @@
 """The VM's configuration and NVRAM saved with every backup (``BackupRecord.vm_config``).
 
 The configuration is the backup snapshot's (``mover.vsphere.vmconfig``); the NVRAM file is
-fetched from the datastore over ``/folder`` while the snapshot exists, and kept in the
-record itself (base64; a few KiB for BIOS, up to a few hundred for UEFI), so that the record
-alone rebuilds the VM. A VM whose NVRAM cannot be read is still backed up: the result warns,
-and the record says ``"nvram": null`` with the reason.
+the live VM's (not a copy frozen by the snapshot), only a ``*.nvram`` in the VM's own
+directory, fetched from the datastore over ``/folder`` while the snapshot exists, and kept
+in the record itself (base64; a few KiB for BIOS, up to a few hundred for UEFI), so that the
+record alone rebuilds the VM. A VM whose NVRAM cannot be read (or whose extraConfig points
+it elsewhere) is still backed up: the result warns, and the record says ``"nvram": null``
+with the reason.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ async def saved_vm_config(control: ControlPlane, session: Session, plane: DataPl
     config = await control.run(vmconfig.saved, session, snapshot)
     saved: dict[str, Any] = {"config": config, "summary": vmconfig.summary(config),
                              "nvram": None}
-    where = vmconfig.nvram_file(config)
+    try:
+        where = vmconfig.nvram_file(config)
+    except vmconfig.NvramPathRefused as exc:
+        saved["nvram_missing"] = str(exc)
+        warnings.append(f"{exc}: not read; the backup has no NVRAM (a restored VM boots with "
+                        "default firmware settings): fix the VM's nvram setting")
+        return saved
     if where is None:
         saved["nvram_missing"] = "the configuration names no .vmx file"
         return saved

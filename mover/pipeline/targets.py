@@ -4,12 +4,14 @@ The restore job (``mover.jobs.restore``) reads and checks chunks concurrently an
 blocks to a target in ascending offset order, one call at a time, from one thread. Three
 targets exist:
 
-``NewFile``   a regular file that does not exist yet (or one ``--force`` replaces). Written
+``NewFile``   a regular file that does not exist yet (or a regular file ``--force``
+              replaces; never a FIFO, device node or symlink). Written
               as ``<name>.mover-tmp-<pid>`` in the same directory, sparse (zero blocks stay
               holes), fsynced, then renamed over the name and the directory fsynced: a
               restore that fails or is killed never leaves a file under the final name.
 ``InPlace``   an existing regular file or a block device, written where it is (a full
-              restore to a device, or a differential restore). Zero blocks are written as
+              restore to a device, or a differential restore). A device is opened with
+              ``O_EXCL``: one in use raises OSError(EBUSY). Zero blocks are written as
               zeros. A failure leaves it *partially written*: ``partial`` is True and the job
               reports the offset up to which the new image was written.
 ``Stream``    standard output (or any file descriptor), strictly sequential: every byte of
@@ -112,7 +114,8 @@ class NewFile:
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
-        if not self._replace and os.path.lexists(self.path):  # appeared while we wrote
+        if os.path.lexists(self.path) and not (  # appeared, or was swapped, while we wrote
+                self._replace and stat.S_ISREG(os.lstat(self.path).st_mode)):
             self.abort()
             raise FileExistsError(errno.EEXIST, "appeared during the restore", str(self.path))
         os.replace(self._temp, self.path)
@@ -139,7 +142,10 @@ class InPlace:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.partial = False
-        self._fd = os.open(path, os.O_RDWR)
+        # O_EXCL on a block device: Linux refuses (EBUSY) one that is mounted or held open
+        # exclusively (LVM, md, another restore), and then holds it until close.
+        exclusive = os.O_EXCL if stat.S_ISBLK(os.stat(path).st_mode) else 0
+        self._fd = os.open(path, os.O_RDWR | exclusive)
         self.is_device = stat.S_ISBLK(os.fstat(self._fd).st_mode)
 
     def describe(self) -> str:

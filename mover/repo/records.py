@@ -91,6 +91,14 @@ class BackupRecord:
         data["disks"] = [disk.to_json() for disk in self.disks]
         return data
 
+    def listing(self) -> dict[str, Any]:
+        """``to_json`` without ``vm_config``: what ``mover list --json`` prints, into logs a
+        scheduler keeps (the configuration holds the NVRAM and extraConfig, which may hold
+        guestinfo secrets; it stays in ``backup.json`` alone)."""
+        data = self.to_json()
+        del data["vm_config"]
+        return data
+
     @classmethod
     def from_json(cls, data: dict[str, Any], source: str = "backup record") -> BackupRecord:
         values = _from_json(cls, data, source)

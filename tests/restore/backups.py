@@ -3,6 +3,8 @@ holding disks whose every byte the test knows."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from mover.index import FixedIndex
 from mover.repo import BackupRecord, DiskRecord, Repository
 
@@ -11,7 +13,8 @@ VM = "vm-uuid-1"
 
 
 def write_backup(repo: Repository, backup_id: str, image: bytes, block_size: int,
-                 vm: str = VM, disk_uuid: str = "disk-uuid") -> None:
+                 vm: str = VM, disk_uuid: str = "disk-uuid",
+                 vm_config: dict[str, Any] | None = None) -> None:
     """Commit a backup of disk ``KEY`` holding ``image``, as the pipeline stores one:
     chunks, sync, index, record."""
     pending = repo.begin(vm, backup_id)
@@ -33,4 +36,4 @@ def write_backup(repo: Repository, backup_id: str, image: bytes, block_size: int
             key=KEY, label="d", uuid=disk_uuid, capacity=len(image), file="[ds] f",
             change_id="", mode="full", reason="r", block_size=block_size, changed_bytes=0,
             bytes_read=0, bytes_stored=0, blocks=len(index), zero_blocks=0, new_chunks=0,
-            dedup_chunks=0, seconds=0.0)]))
+            dedup_chunks=0, seconds=0.0)], vm_config=dict(vm_config or {})))

@@ -8,7 +8,7 @@ import pytest
 from mover.errors import UsageError
 from mover.jobs.serve import ServeSettings, listen_address, uri
 from mover.jobs.vmrestore import network_map
-from mover.vsphere.vmconfig import nvram_file, summary
+from mover.vsphere.vmconfig import NvramPathRefused, nvram_file, summary
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -46,12 +46,25 @@ def test_network_map() -> None:
     ({"files": {"vmPathName": "[ds1] web/web.vmx"},
       "extraConfig": [{"key": "nvram", "value": "other.nvram"}]}, ("ds1", "web/other.nvram")),
     ({"files": {"vmPathName": "[ds1] web/web.vmx"},
-      "extraConfig": [{"key": "nvram", "value": "[ds2] keep/web.nvram"}]},
-     ("ds2", "keep/web.nvram")),
+      "extraConfig": [{"key": "nvram", "value": "[ds1] web/keep.nvram"}]},
+     ("ds1", "web/keep.nvram")),
     ({"files": {}}, None),
 ], ids=["default", "extra-config-name", "extra-config-datastore-path", "no-vmx"])
 def test_nvram_file(config: dict[str, object], expected: tuple[str, str] | None) -> None:
     assert nvram_file(config) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [
+    "../other/other.nvram", "[ds2] web/web.nvram", "[ds1] other/other.nvram",
+    "[ds1] web/../other/other.nvram", "sub/web.nvram", "/vmfs/volumes/ds1/web/web.nvram",
+    "web.vmx", "[ds1] web/web-flat.vmdk", "[nonsense",
+], ids=["dotdot", "other-datastore", "other-directory", "dotdot-in-datastore-path",
+        "subdirectory", "absolute", "not-nvram", "a-disk", "bad-datastore-path"])
+def test_nvram_file_outside_the_vm_directory_is_refused(value: str) -> None:
+    config = {"files": {"vmPathName": "[ds1] web/web.vmx"},
+              "extraConfig": [{"key": "nvram", "value": value}]}
+    with pytest.raises(NvramPathRefused, match=r"not a \.nvram file in the VM.s directory"):
+        nvram_file(config)
 
 
 def test_summary_lists_disks_and_nics() -> None:

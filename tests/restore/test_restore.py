@@ -3,18 +3,23 @@ repository: bytes, counts, what a failure leaves behind, and what is refused."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
+import shutil
+import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mover.errors import IntegrityError, UsageError
+from mover.errors import IntegrityError, RepositoryError, UsageError
 from mover.jobs.restore import run_restore
 from mover.jobs.settings import RestoreSettings
+from mover.pipeline.targets import InPlace
 from mover.repo import Repository
 
 from .backups import KEY, write_backup
@@ -111,12 +116,13 @@ def test_differential_rolls_back_too_and_a_second_run_writes_nothing(
 def test_verify_base_refuses_a_target_that_holds_another_backup(
         repo_with_history: tuple[Path, dict[str, bytes]], tmp_path: Path) -> None:
     repo, images = repo_with_history
-    (b1, _), (b2, i2), (b3, _) = images.items()
+    (b1, _), (b2, _), (b3, i3) = images.items()
     out = tmp_path / "disk.img"
-    run_restore(settings(repo, b2, out))
+    run_restore(settings(repo, b3, out))
+    # b1 -> b2 rewrites blocks 2 and 3 only; the target differs from b1 in blocks it keeps
     with pytest.raises(UsageError, match=r"does not hold backup .* nothing was written"):
-        run_restore(settings(repo, b3, out, base_id=b1, verify_base=BLOCKS))
-    assert out.read_bytes() == i2
+        run_restore(settings(repo, b2, out, base_id=b1, verify_base=BLOCKS))
+    assert out.read_bytes() == i3
 
 
 @pytest.mark.parametrize("size", [CAPACITY - 1, CAPACITY + BS], ids=["short", "long"])
@@ -204,3 +210,155 @@ def test_a_directory_is_refused_as_output(
     repo, images = repo_with_history
     with pytest.raises(UsageError, match="is a directory"):
         run_restore(settings(repo, next(iter(images)), tmp_path, force=True))
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def _symlink_to_file(path: Path) -> Path:
+    path.with_name("real.img").write_bytes(b"precious")
+    path.symlink_to(path.with_name("real.img"))
+    return path
+
+
+def _char_device(path: Path) -> Path:
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))   # what /dev/null is
+    except PermissionError:
+        pytest.skip("creating a device node needs CAP_MKNOD")
+    return path
+
+
+@pytest.mark.parametrize("make", [_fifo, _symlink_to_file, _char_device],
+                         ids=["fifo", "symlink", "char-device"])
+def test_force_replaces_only_a_regular_file(
+        repo_with_history: tuple[Path, dict[str, bytes]], tmp_path: Path,
+        make: object) -> None:
+    repo, images = repo_with_history
+    out = make(tmp_path / "out")  # type: ignore[operator]
+    before = os.lstat(out)
+    with pytest.raises(UsageError, match="not a regular file"):
+        run_restore(settings(repo, next(iter(images)), out, force=True))
+    after = os.lstat(out)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    assert not any(n.startswith("out.mover-tmp") for n in os.listdir(out.parent))
+
+
+@pytest.fixture
+def loop_device(tmp_path: Path) -> Iterator[Path]:
+    """A real block device (a loop device over a file of the disk's size), as root."""
+    if os.geteuid() != 0 or shutil.which("losetup") is None:
+        pytest.skip("a loop device needs root and losetup")
+    backing = tmp_path / "device-backing"
+    backing.write_bytes(b"\xee" * BLOCKS * BS)          # a loop device is whole sectors
+    made = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True,
+                          text=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"losetup: {made.stderr.strip()}")
+    device = Path(made.stdout.strip())
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "--detach", str(device)], check=False)
+
+
+def _device_bytes(device: Path) -> bytes:
+    with open(device, "rb") as f:
+        return f.read(CAPACITY)
+
+
+def test_a_full_restore_onto_a_device_needs_force(
+        repo_with_history: tuple[Path, dict[str, bytes]], loop_device: Path) -> None:
+    repo, images = repo_with_history
+    (b1, i1), _, (b3, i3) = images.items()
+    with pytest.raises(UsageError, match="--force"):
+        run_restore(settings(repo, b1, loop_device))
+    assert _device_bytes(loop_device) == b"\xee" * CAPACITY
+    run_restore(settings(repo, b1, loop_device, force=True))
+    assert _device_bytes(loop_device) == i1
+    run_restore(settings(repo, b3, loop_device, base_id=b1))   # the base names what it holds
+    assert _device_bytes(loop_device) == i3
+
+
+def test_a_device_in_use_is_refused(
+        repo_with_history: tuple[Path, dict[str, bytes]], loop_device: Path) -> None:
+    repo, images = repo_with_history
+    holder = os.open(loop_device, os.O_RDONLY | os.O_EXCL)   # as a mount or LVM holds it
+    try:
+        with pytest.raises(UsageError, match="in use"):
+            run_restore(settings(repo, next(iter(images)), loop_device, force=True))
+    finally:
+        os.close(holder)
+    assert _device_bytes(loop_device) == b"\xee" * CAPACITY
+
+
+def test_a_verified_differential_stopped_half_way_is_completed_by_the_same_command(
+        repo_with_history: tuple[Path, dict[str, bytes]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    repo, images = repo_with_history
+    (b1, _), _, (b3, i3) = images.items()
+    out = tmp_path / "disk.img"
+    run_restore(settings(repo, b1, out))
+    _fail_after(monkeypatch, 2)
+    with pytest.raises(IntegrityError, match=f"PARTIALLY WRITTEN.*--base {b1}. again"):
+        run_restore(settings(repo, b3, out, base_id=b1, workers=1, verify_base=BLOCKS))
+    monkeypatch.undo()
+    result = run_restore(settings(repo, b3, out, base_id=b1, verify_base=BLOCKS))
+    assert out.read_bytes() == i3
+    assert result.verified_blocks == BLOCKS - 6                 # every block left alone
+
+
+def test_a_failing_read_of_the_target_in_the_base_check_is_a_mover_error(
+        repo_with_history: tuple[Path, dict[str, bytes]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    repo, images = repo_with_history
+    (b1, i1), _, (b3, _) = images.items()
+    out = tmp_path / "disk.img"
+    run_restore(settings(repo, b1, out))
+
+    def read(self: InPlace, offset: int, length: int) -> bytes:   # a failing disk
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(InPlace, "read", read)
+    with pytest.raises(RepositoryError, match=rf"cannot read {out} at offset \d+ .*Input/output "
+                       "error.*nothing was written") as caught:
+        run_restore(settings(repo, b3, out, base_id=b1, verify_base=4))
+    assert caught.value.exit_code == 9
+    assert out.read_bytes() == i1
+
+
+def test_a_failing_rename_is_a_mover_error_and_leaves_nothing(
+        repo_with_history: tuple[Path, dict[str, bytes]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    repo, images = repo_with_history
+
+    def replace(src: object, dst: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(RepositoryError, match=r"making it durable.*Input/output error"):
+        run_restore(settings(repo, next(iter(images)), out / "disk.img"))
+    assert os.listdir(out) == []
+
+
+def test_an_output_that_appears_during_the_restore_is_kept(
+        repo_with_history: tuple[Path, dict[str, bytes]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    repo, images = repo_with_history
+    out = tmp_path / "disk.img"
+    real = Repository.read_block
+
+    def read_block(self: Repository, digest: bytes) -> bytes:
+        if not out.exists():
+            out.write_bytes(b"someone else's")
+        return real(self, digest)
+
+    monkeypatch.setattr(Repository, "read_block", read_block)
+    with pytest.raises(UsageError, match="appeared while the restore wrote"):
+        run_restore(settings(repo, next(iter(images)), out))
+    assert out.read_bytes() == b"someone else's"
+    assert sorted(os.listdir(tmp_path)) == ["disk.img", "repo"]   # no temporary left

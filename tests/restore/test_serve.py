@@ -49,10 +49,10 @@ class Export:
         self.proc, self.uri, self.socket = proc, uri, socket
 
 
-def serve(repo: Path, socket: Path) -> Export:
+def serve(repo: Path | str, socket: Path, env: dict[str, str] | None = None) -> Export:
     proc = subprocess.Popen([sys.executable, "-m", "mover.cli", "serve", "--repo", str(repo),
                              "--backup", BACKUP, "--disk", str(KEY), "--socket", str(socket),
-                             "--json"], stdout=subprocess.PIPE, text=True)
+                             "--json"], stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line, f"mover serve exited with {proc.wait()}"
@@ -200,3 +200,37 @@ def test_an_unknown_disk_fails_before_serving(ext4_backup: tuple[Path, bytes],
                           "--socket", str(tmp_path / "s")], capture_output=True, text=True,
                          timeout=60, check=False)
     assert run.returncode == 5 and "has no disk 2001" in run.stderr
+
+
+def test_nbdkit_gets_no_secret_from_the_environment(
+        ext4_backup: tuple[Path, bytes], tmp_path: Path) -> None:
+    running = serve(ext4_backup[0], tmp_path / "nbd.sock",
+                    {**os.environ, "MOVER_PASSWORD": "hunter2-secret", "AWS_SECRET": "x"})
+    try:
+        children = Path(f"/proc/{running.proc.pid}/task/{running.proc.pid}/children")
+        [nbdkit] = children.read_text().split()
+        environ = dict(v.split(b"=", 1) for v in
+                       Path(f"/proc/{nbdkit}/environ").read_bytes().split(b"\0") if v)
+        assert {b"MOVER_PASSWORD", b"AWS_SECRET"} & environ.keys() == set()
+        assert b"PYTHONPATH" in environ
+        assert nbdcopy_sha256(running.uri, tmp_path / "copy.img") == hashlib.sha256(
+            ext4_backup[1]).hexdigest()             # and the plugin still works without them
+    finally:
+        running.proc.send_signal(signal.SIGTERM)
+        running.proc.wait(30)
+
+
+def test_a_backup_in_an_s3_repository_is_served(
+        s3_env: object, s3_bucket: str, ext4_backup: tuple[Path, bytes], tmp_path: Path,
+        request: pytest.FixtureRequest) -> None:
+    """The plugin opens the repository in nbdkit's process: for an s3:// one it gets the
+    AWS SDK's variables (and only for such a one, see the test above)."""
+    url = f"s3://{s3_bucket}/serve-{request.node.name[-20:]}-{os.getpid()}"
+    write_backup(Repository.open(url, block_size=BS), BACKUP, ext4_backup[1], BS)
+    running = serve(url, tmp_path / "nbd.sock", dict(os.environ))
+    try:
+        assert nbdcopy_sha256(running.uri, tmp_path / "copy.img") == hashlib.sha256(
+            ext4_backup[1]).hexdigest()
+    finally:
+        running.proc.send_signal(signal.SIGTERM)
+        running.proc.wait(30)

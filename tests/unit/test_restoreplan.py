@@ -61,14 +61,16 @@ def test_another_geometry_is_refused_before_any_block(other: FixedIndex) -> None
 
 
 @given(index_pairs(), st.integers(0, 40), st.integers(0, 3))
-def test_samples_prefer_stored_blocks(pair: tuple[FixedIndex, FixedIndex], count: int,
-                                      seed: int) -> None:
-    index, _ = pair
-    chosen = sample_blocks(index, count, seed)
-    stored = [b for b in range(len(index)) if index.get(b) is not None]
-    assert chosen == sorted(set(chosen)) and len(chosen) == min(count, len(index))
-    assert sum(index.get(b) is not None for b in chosen) == min(count, len(stored))
-    assert sample_blocks(index, count, seed) == chosen
+def test_samples_are_blocks_the_restore_leaves_alone_stored_first(
+        pair: tuple[FixedIndex, FixedIndex], count: int, seed: int) -> None:
+    base, target = pair
+    chosen = sample_blocks(base, target, count, seed)
+    same = [b for b in range(len(base)) if base.get(b) == target.get(b)]
+    stored = [b for b in same if base.get(b) is not None]
+    assert chosen == sorted(set(chosen)) and len(chosen) == min(count, len(same))
+    assert not set(chosen) & set(changed_blocks(base, target))  # a re-run samples the same
+    assert sum(base.get(b) is not None for b in chosen) == min(count, len(stored))
+    assert sample_blocks(base, target, count, seed) == chosen
 
 
 @given(index_pairs(), st.integers(0, 40 * BS), st.integers(0, 40 * BS))
