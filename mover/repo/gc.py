@@ -19,7 +19,10 @@ pack that exists:
 2. delete the index objects of the packs being removed (their live chunks, if any, are now
    indexed in the new packs; from here on the old packs are unreferenced);
 3. delete the old packs, and packs no index names (left by a writer killed between
-   writing a pack and its index).
+   writing a pack and its index) once they are older than ``ORPHAN_GRACE`` by the store's
+   clock, counted back from when gc took its lock: a young one may be a writer's whose
+   index is on its way (a writer checks its lease just before each put, but a put may
+   land late; ``docs/repository.md``).
 
 A chunk stored twice (two writers at once) is live only in the pack the table names; the
 other copy is garbage like any other.
@@ -36,6 +39,7 @@ from mover.errors import IntegrityError, ObjectMissing, RepositoryError
 from mover.index import FixedIndex
 from mover.repo import layout
 from mover.repo.journal import Journal
+from mover.repo.leases import LeaseTimes
 from mover.repo.packfile import (
     TAIL_SIZE,
     Entry,
@@ -47,9 +51,17 @@ from mover.repo.packfile import (
 )
 from mover.repo.packs import PACK_TARGET, PackedChunks, write_pack
 from mover.repo.store import Store
+from mover.repo.storeclock import store_now
 
 if TYPE_CHECKING:
     from mover.repo.repository import Repository
+
+
+ORPHAN_GRACE = 2 * LeaseTimes().stale
+"""Seconds: a pack no index names is removed only when it is older than this. Twice the
+longest time a leased lock can outlive its holder's last check (``LeaseTimes.stale``):
+a writer that passed its check before gc took the lock has put its pack and its index by
+then, or its index never comes. A longer ``MOVER_LOCK_LEASE`` lengthens it in proportion."""
 
 
 @dataclass(slots=True)
@@ -146,6 +158,8 @@ def collect(repo: Repository, dry_run: bool = False, repack_threshold: float = 0
 def _collect(repo: Repository, dry_run: bool, threshold: float, target: int,
              still_held: Callable[[], None]) -> GcReport:
     store, report = repo.store, GcReport(dry_run=dry_run)
+    grace = max(ORPHAN_GRACE, 2 * LeaseTimes.from_environment().stale)
+    young = store_now(store) - grace   # under the lock, before anything is listed
     table = PackedChunks(store, repo.codec)       # fresh: what the repository holds now
     if table.damaged:
         raise IntegrityError(f"pack indexes {', '.join(table.damaged)} are damaged; run "
@@ -165,16 +179,19 @@ def _collect(repo: Repository, dry_run: bool, threshold: float, target: int,
         for pack_id in packs:
             holders.setdefault(pack_id, []).append(name)
     sizes: dict[bytes, int] = {}
+    mtimes: dict[bytes, float] = {}
     for name in store.list(layout.PACKS):
         found, stat = layout.pack_id_of(name), store.stat(name)
         if found is not None and stat is not None:
-            sizes[found] = stat.size
+            sizes[found], mtimes[found] = stat.size, stat.mtime
     report.packs_before = len(sizes)
     report.bytes_before = sum(sizes.values())
     remove: list[bytes] = []
     repack: list[tuple[bytes, list[Entry]]] = []
     for pack_id in sizes:
         if pack_id not in holders:
+            if mtimes[pack_id] > young:
+                continue  # its index may be on its way
             report.orphan_packs += 1
             remove.append(pack_id)
             continue

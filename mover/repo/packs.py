@@ -44,18 +44,22 @@ SPARE_BUFFERS = 2
 
 
 def write_pack(store: Store, builder: PackBuilder,
-               before_index: Callable[[], None] | None = None) -> tuple[bytes, bytes, int]:
+               guard: Callable[[], None] | None = None) -> tuple[bytes, bytes, int]:
     """Seal ``builder`` and write the pack, then its index (the durability order: only then
-    may anything name its chunks). ``before_index`` may refuse (raise) just before the
-    index is written: an index makes the chunks visible to every other writer, so it is
-    written only under a lock that surely still holds (``mover.repo.leases``); a pack
-    without its index is ignored, and gc removes it. Returns (pack id, index id, bytes
-    written)."""
+    may anything name its chunks). ``guard`` may refuse (raise) just before each of the two
+    puts: both are written only under a lock that surely still holds
+    (``mover.repo.leases``), so that a writer that woke past its lease writes nothing more
+    (an index makes the chunks visible to every other writer; a pack landing while gc runs
+    would be taken for one without its index). A pack without its index is ignored, and gc
+    removes it once it is older than ``mover.repo.gc.ORPHAN_GRACE``. Returns (pack id,
+    index id, bytes written)."""
     entries = list(builder.entries)
     pack_id, data = builder.seal()
+    if guard is not None:
+        guard()
     store.put(layout.pack(pack_id), data)
-    if before_index is not None:
-        before_index()
+    if guard is not None:
+        guard()
     index_id, index = encode_index([(pack_id, entries)])
     store.put(layout.index(index_id), index)
     size = len(data) + len(index)
@@ -86,8 +90,8 @@ class PackedChunks:
         self._refreshing = threading.Lock()         # one refresh at a time
         self._refreshed_at = 0.0                    # clock.monotonic() of the last one
         self._refresh_cost = 0.0                    # seconds it took
-        # Called before each pack index is written: the Repository checks the locks of its
-        # pending backups there (a leased lock that ran out must not publish chunks).
+        # Called before each pack and each pack index is written: the Repository checks the
+        # locks of its pending backups there (a leased lock that ran out writes nothing).
         self.guard: Callable[[], None] | None = None
         self.refresh()
 

@@ -1,0 +1,95 @@
+"""Regression tests for the review of the leased locks (docs/repository.md, "Leased locks"):
+each forces, on the memory store with fake time, an interleaving that lost data or gave a
+wrong result before."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mover.errors import RepositoryError
+from mover.repo import MemoryStore, Repository, layout
+from mover.repo.gc import ORPHAN_GRACE, collect
+from mover.repo.packfile import PackBuilder
+from mover.repo.packs import write_pack
+
+from .test_leases import TIMES, FakeTime, fake, locks
+from .test_repository import BS, VM, backup
+
+__all__ = ["fake"]   # the fixture, used by name
+
+
+class Hook:
+    """A store that runs ``action`` once, just before the first call of ``method`` whose
+    first argument starts with ``match``."""
+
+    def __init__(self, inner: MemoryStore, method: str, match: str) -> None:
+        self.inner, self.method, self.match = inner, method, match
+        self.action: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self.inner, name)
+        if name != self.method:
+            return found
+
+        def hooked(first: str, *args: Any, **kwargs: Any) -> Any:
+            if self.action is not None and first.startswith(self.match):
+                action, self.action = self.action, None
+                action()
+            return found(first, *args, **kwargs)
+        return hooked
+
+
+def packs(store: MemoryStore) -> set[str]:
+    return set(store.list(layout.PACKS))
+
+
+def indexed_packs_exist(store: MemoryStore) -> bool:
+    from mover.repo.packfile import decode_index
+    named = {layout.pack(p) for n in store.list(layout.INDEX)
+             for p in decode_index(store.get(n))[0]}
+    return named <= packs(store)
+
+
+# -- D1: gc deleted a writer's new pack as an orphan ----------------------------------------
+
+def test_a_pack_landing_while_gc_lists_is_not_deleted_as_an_orphan(fake: FakeTime) -> None:
+    """A writer checked its lease, then its pack (and index) landed between gc's LIST of
+    index/ and its LIST of packs/: gc must keep the young unindexed pack."""
+    store = MemoryStore()
+    repo = Repository.on(store, locks(store, "w"), block_size=BS)
+    backup(repo, "20261201T000000Z-aaaaaa")
+    builder = PackBuilder()
+    block = b"Z" * BS
+    builder.add(repo.chunks.digest(block), repo.codec.encode(block))
+    hook = Hook(store, "list", layout.PACKS)
+    hook.action = lambda: write_pack(store, builder)   # the late put of a checked writer
+    gc_repo = Repository.on(hook, locks(hook, "gc"))
+    report = collect(gc_repo)
+    assert report.orphan_packs == 0 and indexed_packs_exist(store)
+    # A pack whose index never came is removed once it is older than the grace.
+    orphan = PackBuilder()
+    orphan.add(repo.chunks.digest(b"o" * BS), repo.codec.encode(b"o" * BS))
+    pack_id, data = orphan.seal()
+    store.put(layout.pack(pack_id), data)
+    gc_repo = Repository.on(store, locks(store, "gc2"))
+    assert collect(gc_repo).orphan_packs == 0
+    fake.t += ORPHAN_GRACE + 1
+    assert collect(gc_repo).orphan_packs == 1
+    assert layout.pack(pack_id) not in packs(store) and indexed_packs_exist(store)
+
+
+def test_a_writer_paused_past_its_lease_writes_no_pack(fake: FakeTime) -> None:
+    store = MemoryStore()
+    repo = Repository.on(store, locks(store, "w"), block_size=BS)
+    backup(repo, "20261201T000000Z-aaaaaa")
+    before = packs(store)
+    pending = repo.begin(VM, "20261202T000000Z-bbbbbb")
+    block = b"q" * BS
+    repo.chunks.put(repo.chunks.digest(block), block)
+    fake.t += TIMES.stale + 1
+    with pytest.raises(RepositoryError, match="no longer held"):
+        repo.chunks.sync()
+    assert packs(store) == before
+    pending.suspend()
