@@ -8,9 +8,11 @@ a replace of one's own object, a list or a delete.
 
 **Acquire**: create one's object; read the store's time from its ``mtime`` (the server's
 clock stamps it, so the holders' clocks never meet); list the lock's objects; an object
-whose ``mtime`` is more than ``lease + margin`` older than one's own is *stale* (its holder
-died or stopped refreshing) and is deleted, shared or not; any other object that
-conflicts (exclusive against anything) means: delete one's own and wait (or return None).
+whose ``mtime`` is more than ``lease + margin`` older than one's own, by the acquirer's
+times *and* by the holder's (written in its body: a holder on a longer lease renews less
+often), is *stale* (its holder died or stopped refreshing) and is deleted, shared or not;
+any other object that conflicts (exclusive against anything) means: delete one's own and
+wait (or return None).
 Two acquirers that see each other both back off and try again after a random pause.
 
 **Refresh**: a background thread replaces the object every ``refresh`` seconds; that
@@ -37,6 +39,7 @@ after its last renewal, then the next acquirer deletes it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -46,7 +49,7 @@ import threading
 from dataclasses import dataclass
 
 from mover import clock
-from mover.errors import RepositoryError
+from mover.errors import ObjectMissing, RepositoryError
 from mover.repo import layout
 from mover.repo.store import Store
 
@@ -56,6 +59,7 @@ log = logging.getLogger(__name__)
 PROBES = 3
 #: Environment variable: the lease in seconds (tests use a few seconds; default 300).
 LEASE_VARIABLE = "MOVER_LOCK_LEASE"
+MAX_LEASE = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +85,7 @@ class LeaseTimes:
             lease = float(text)
         except ValueError:
             lease = -1.0
-        if not 1.0 <= lease <= 86400.0:
+        if not 1.0 <= lease <= MAX_LEASE:
             raise RepositoryError(f"{LEASE_VARIABLE}={text!r} is not a lease in seconds "
                                   "(1 to 86400); unset it for the default of 300")
         return cls.scaled(lease)
@@ -203,7 +207,27 @@ class LeasedLocks:
 
     def content(self, exclusive: bool) -> bytes:
         return (f'{{"holder": "{self.holder}", "exclusive": {str(exclusive).lower()}, '
-                f'"lease": {self.times.lease}, "renewed": "{clock.iso()}"}}\n').encode()
+                f'"lease": {self.times.lease}, "stale": {self.times.stale}, '
+                f'"renewed": "{clock.iso()}"}}\n').encode()
+
+    def _holders_stale(self, name: str) -> float | None:
+        """Seconds after its last renewal at which the holder of lock object ``name`` counts
+        it stale, from the object's body (its own ``LeaseTimes``, which may be longer than
+        ours); None if the object is gone. A body that says nothing usable counts as the
+        longest lease there is: such an object is left for its holder, or for a person."""
+        try:
+            body = json.loads(self.store.get(name))
+        except ObjectMissing:
+            return None
+        except ValueError:
+            body = None
+        found = body.get("stale") if isinstance(body, dict) else None
+        if isinstance(found, int | float) and not isinstance(found, bool) and found > 0:
+            return float(found)
+        lease = body.get("lease") if isinstance(body, dict) else None
+        if isinstance(lease, int | float) and not isinstance(lease, bool) and lease > 0:
+            return float(lease) * 1.4   # written before "stale" was: default proportions
+        return LeaseTimes.scaled(MAX_LEASE).stale
 
     def acquire(self, name: str, *, shared: bool = False,
                 wait: bool = True) -> LeasedLock | None:
@@ -260,12 +284,20 @@ class LeasedLocks:
             stat = self.store.stat(other)
             if stat is None:
                 continue  # released meanwhile
-            if mine.mtime - stat.mtime > self.times.stale:
-                log.warning("removing stale lock %s of %s (last renewed %.0f s before now "
-                            "by the store's clock; its holder is gone)", other,
-                            self.store.describe(), mine.mtime - stat.mtime)
-                self.store.delete(other)
-                continue
+            # Stale by the holder's lease as well as ours: a holder on a longer lease
+            # renews less often (a gc started with a short MOVER_LOCK_LEASE must not delete
+            # a worker's object renewed seconds ago). One GET, only for a candidate.
+            age = mine.mtime - stat.mtime
+            if age > self.times.stale:
+                holders = self._holders_stale(other)
+                if holders is None:
+                    continue  # released meanwhile
+                if age > holders:
+                    log.warning("removing stale lock %s of %s (last renewed %.0f s before "
+                                "now by the store's clock; its holder is gone)", other,
+                                self.store.describe(), age)
+                    self.store.delete(other)
+                    continue
             if exclusive or parts[1]:
                 found = found or parts[2]
         return found

@@ -11,6 +11,7 @@ import pytest
 from mover.errors import RepositoryError
 from mover.repo import MemoryStore, Repository, layout
 from mover.repo.gc import ORPHAN_GRACE, collect
+from mover.repo.leases import LeasedLocks, LeaseTimes
 from mover.repo.packfile import PackBuilder
 from mover.repo.packs import write_pack
 
@@ -93,3 +94,34 @@ def test_a_writer_paused_past_its_lease_writes_no_pack(fake: FakeTime) -> None:
         repo.chunks.sync()
     assert packs(store) == before
     pending.suspend()
+
+
+# -- D2: staleness judged with the acquirer's lease, not the holder's -----------------------
+
+def test_a_short_lease_acquirer_does_not_delete_a_long_lease_holders_object(
+        fake: FakeTime) -> None:
+    """gc with MOVER_LOCK_LEASE=10 met a worker on 300 s, renewed 20 s ago."""
+    store = MemoryStore()
+    worker = LeasedLocks(store, LeaseTimes(), holder="worker", refresh_thread=False)
+    held = worker.acquire(layout.LOCK_REPOSITORY, shared=True)
+    assert held is not None
+    fake.t += 20
+    gc = LeasedLocks(store, LeaseTimes.scaled(10.0), holder="gc", refresh_thread=False)
+    assert gc.acquire(layout.LOCK_REPOSITORY, wait=False) is None
+    assert store.stat(held.object_name) is not None
+    held.check()
+    fake.t += LeaseTimes().stale + 1     # stale by the holder's own lease: now it goes
+    taken = gc.acquire(layout.LOCK_REPOSITORY, wait=False)
+    assert taken is not None and store.stat(held.object_name) is None
+
+
+@pytest.mark.parametrize("body", [b"", b"{not json", b'{"lease": "long"}'],
+                         ids=["empty", "not-json", "no-number"])
+def test_a_lock_object_whose_body_says_nothing_is_not_judged_stale(
+        fake: FakeTime, body: bytes) -> None:
+    store = MemoryStore()
+    name = layout.lock_object(layout.LOCK_REPOSITORY, True, "someone")
+    store.put(name, body)
+    fake.t += TIMES.stale * 10
+    assert locks(store, "gc").acquire(layout.LOCK_REPOSITORY, wait=False) is None
+    assert store.stat(name) is not None
