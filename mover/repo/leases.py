@@ -16,9 +16,12 @@ wait (or return None).
 Two acquirers that see each other both back off and try again after a random pause.
 
 **Refresh**: a background thread replaces the object every ``refresh`` seconds; that
-renews the holder's lease to ``start + lease`` (``start``: monotonic time before the
-renewal was sent) only if the renewal started *and returned* before the lease it renews
-ended, and the object was still there. Otherwise the lock is *lost* for good.
+renews the holder's lease to ``start + lease`` (``start``: ``clock.boottime`` before the
+renewal was sent, a clock that runs on while the machine is suspended) only if the
+renewal started *and returned* before the lease it renews ended, and the object was still
+there. Otherwise the lock is *lost* for good. An acquirer that deleted a stale object
+lists again before it decides nothing conflicts: that holder's renewal may land just
+after the delete.
 
 **Why gc cannot delete under a paused writer.** Another process deletes an object only
 when its stamp is older than ``lease + margin`` by the store's clock. A renewal the holder
@@ -130,7 +133,7 @@ class LeasedLock:
         with self._guard:
             if self._lost is not None:
                 return False
-            start = clock.monotonic()
+            start = clock.boottime()
             if start >= self._lease_end:
                 return self._lose(f"its lease ran out {start - self._lease_end:.0f} s before "
                                   "it could be renewed (the process was paused or the "
@@ -145,7 +148,7 @@ class LeasedLock:
             except RepositoryError as exc:
                 log.warning("cannot renew lock %s: %s", self.name, exc)
                 return True
-            end = clock.monotonic()
+            end = clock.boottime()
             if end >= self._lease_end:
                 return self._lose("its renewal returned after the lease had run out")
             self._lease_end = start + self._locks.times.lease
@@ -160,9 +163,9 @@ class LeasedLock:
         """RepositoryError unless the lease surely holds for ``headroom`` more seconds and
         the lock object is still there. Called before anything that names chunks."""
         times = self._locks.times
-        if self._lost is None and clock.monotonic() > self._lease_end - times.headroom:
+        if self._lost is None and clock.boottime() > self._lease_end - times.headroom:
             self.renew()
-        if self._lost is None and clock.monotonic() > self._lease_end - times.headroom:
+        if self._lost is None and clock.boottime() > self._lease_end - times.headroom:
             self._lose(f"less than {times.headroom:.0f} s of its {times.lease:.0f} s lease "
                        "is left and it cannot be renewed")
         if self._lost is None and self._locks.store.stat(self.object_name) is None:
@@ -238,7 +241,7 @@ class LeasedLocks:
         own = layout.lock_object(name, exclusive, holder)
         attempt = 0
         while True:
-            started = clock.monotonic()
+            started = clock.boottime()
             self.store.put(own, self.content(exclusive), replace=True)
             try:
                 conflict = self._conflicts(name, own, exclusive)
@@ -274,7 +277,7 @@ class LeasedLocks:
             raise RepositoryError(f"lock object {own} of {self.store.describe()} vanished "
                                   "right after it was written; is another mover removing "
                                   "locks by hand?")
-        found = None
+        found, removed = None, False
         for other in self.store.list(layout.lock_prefix(name)):
             parts = layout.split_lock(other)
             if other == own or parts is None:
@@ -297,9 +300,14 @@ class LeasedLocks:
                                 "now by the store's clock; its holder is gone)", other,
                                 self.store.describe(), age)
                     self.store.delete(other)
+                    removed = True
                     continue
             if exclusive or parts[1]:
                 found = found or parts[2]
+        if removed and found is None:
+            # Look again: a holder judged stale may have been renewing just then (a renewal
+            # sent before our delete and landing after it recreates its object).
+            return self._conflicts(name, own, exclusive)
         return found
 
     def _delete_quietly(self, own: str) -> None:

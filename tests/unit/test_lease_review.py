@@ -4,10 +4,12 @@ wrong result before."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
+from mover import clock
 from mover.errors import RepositoryError
 from mover.repo import MemoryStore, Repository, layout
 from mover.repo.gc import ORPHAN_GRACE, collect
@@ -125,3 +127,50 @@ def test_a_lock_object_whose_body_says_nothing_is_not_judged_stale(
     fake.t += TIMES.stale * 10
     assert locks(store, "gc").acquire(layout.LOCK_REPOSITORY, wait=False) is None
     assert store.stat(name) is not None
+
+
+# -- D3: clocks that stop during suspend; a renewal racing a stale delete -------------------
+
+def test_the_lease_clock_counts_a_suspended_machines_sleep() -> None:
+    boot = getattr(time, "CLOCK_BOOTTIME", None)
+    if boot is None:
+        pytest.skip("no CLOCK_BOOTTIME on this system")
+    before = time.clock_gettime(boot)
+    assert before <= clock.boottime() <= time.clock_gettime(boot)
+
+
+def test_a_holder_woken_from_suspend_finds_its_lease_gone(
+        fake: FakeTime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Suspended for 10 minutes: the monotonic clock barely moved, the boot-time clock and
+    the store's did. Its renewal must not count (it would recreate an object another
+    acquirer may be deleting as stale)."""
+    frozen = fake.t
+    monkeypatch.setattr(clock, "monotonic", lambda: frozen)
+    store = MemoryStore()
+    held = locks(store, "h").acquire(layout.LOCK_REPOSITORY)
+    assert held is not None
+    fake.t += 600
+    assert held.renew() is False
+    with pytest.raises(RepositoryError, match="no longer held"):
+        held.check()
+    assert locks(store, "gc").acquire(layout.LOCK_REPOSITORY, wait=False) is not None
+
+
+def test_an_acquirer_looks_again_after_deleting_a_stale_object(fake: FakeTime) -> None:
+    """The stale holder's renewal, sent before the acquirer's DELETE, lands after it and
+    recreates the object: the acquirer must see it before it decides it holds the lock."""
+    store = MemoryStore()
+    held = locks(store, "h").acquire(layout.LOCK_REPOSITORY)
+    assert held is not None
+    fake.t += TIMES.stale + 1
+    recreated: list[bool] = []
+
+    def delete_then_renewal_lands(name: str) -> None:
+        store.delete(name)
+        if name == held.object_name and not recreated:
+            recreated.append(store.put(name, b'{"stale": 80}\n', replace=True))
+    racy = Hook(store, "stat", "")      # a plain pass-through for the other methods
+    racy.__dict__["delete"] = delete_then_renewal_lands
+    gc = LeasedLocks(racy, TIMES, holder="gc", refresh_thread=False)  # type: ignore[arg-type]
+    assert gc.acquire(layout.LOCK_REPOSITORY, wait=False) is None
+    assert recreated == [True]
