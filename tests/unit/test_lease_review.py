@@ -16,9 +16,10 @@ from mover.repo.gc import ORPHAN_GRACE, collect
 from mover.repo.leases import LeasedLocks, LeaseTimes
 from mover.repo.packfile import PackBuilder
 from mover.repo.packs import write_pack
+from mover.repo.pending import PendingBackup
 
 from .test_leases import TIMES, FakeTime, fake, locks
-from .test_repository import BS, VM, backup
+from .test_repository import BS, VM, backup, disk, record, store_disk
 
 __all__ = ["fake"]   # the fixture, used by name
 
@@ -174,3 +175,44 @@ def test_an_acquirer_looks_again_after_deleting_a_stale_object(fake: FakeTime) -
     gc = LeasedLocks(racy, TIMES, holder="gc", refresh_thread=False)  # type: ignore[arg-type]
     assert gc.acquire(layout.LOCK_REPOSITORY, wait=False) is None
     assert recreated == [True]
+
+
+# -- D4: a writer whose lease ran out removed the objects of the run that took over ---------
+
+def _taken_over(fake: FakeTime) -> tuple[PendingBackup, Repository, PendingBackup]:
+    store = MemoryStore()
+    repo = Repository.on(store, locks(store, "w"), block_size=BS)
+    bid = "20261202T000000Z-bbbbbb"
+    zombie = repo.begin(VM, bid)
+    zombie.write_checkpoint({"disks": {}})
+    fake.t += TIMES.stale + 1                           # the writer is paused
+    other = Repository.on(store, locks(store, "r"), block_size=BS)
+    resumed = other.begin(VM, bid, resume=True)
+    index = store_disk(other, [b"n" * BS, None, b"m" * BS, b"o" * 100], 3 * BS + 100)
+    resumed.write_index(2000, index)
+    return zombie, other, resumed
+
+
+@pytest.mark.parametrize("leave", ["abort", "suspend"])
+def test_a_writer_whose_lease_ran_out_leaves_the_takeovers_objects(
+        fake: FakeTime, leave: str) -> None:
+    zombie, other, resumed = _taken_over(fake)
+    with pytest.raises(RepositoryError, match="no longer held"):
+        zombie.write_checkpoint({"disks": {"2000": {}}})
+    getattr(zombie, leave)()                            # it wakes and gives up
+    resumed.commit(record(resumed.backup_id, [disk()]))
+    assert [r.id for r in other.list_backups()] == [resumed.backup_id]
+    assert other.verify(read_data=True) == []
+
+
+def test_commit_refuses_when_a_disk_index_it_wrote_is_gone(fake: FakeTime) -> None:
+    store = MemoryStore()
+    repo = Repository.on(store, locks(store, "w"), block_size=BS)
+    bid = "20261202T000000Z-bbbbbb"
+    pending = repo.begin(VM, bid)
+    pending.write_index(2000, store_disk(repo, [b"n" * BS], 3 * BS + 100))
+    store.delete(layout.disk_index(VM, bid, 2000))      # as a takeover's abort would
+    with pytest.raises(RepositoryError, match="is gone"):
+        pending.commit(record(bid, [disk()]))
+    assert store.stat(layout.record(VM, bid)) is None
+    pending.abort()
