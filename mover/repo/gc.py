@@ -64,6 +64,11 @@ a writer that passed its check before gc took the lock has put its pack and its 
 then, or its index never comes. A longer ``MOVER_LOCK_LEASE`` lengthens it in proportion."""
 
 
+LOOK_EVERY = 100
+"""gc checks its lease before every delete, and asks the store whether its lock object is
+still there before every ``LOOK_EVERY``-th (a HEAD each time would double the requests)."""
+
+
 @dataclass(slots=True)
 class GcReport:
     live_chunks: int = 0
@@ -156,7 +161,16 @@ def collect(repo: Repository, dry_run: bool = False, repack_threshold: float = 0
 
 
 def _collect(repo: Repository, dry_run: bool, threshold: float, target: int,
-             still_held: Callable[[], None]) -> GcReport:
+             check: Callable[..., None]) -> GcReport:
+    deletes = 0
+
+    def still_held() -> None:
+        """Before every delete: a leased lock that ran out lets backups in that may
+        deduplicate against the chunks about to go (cheap; a HEAD every LOOK_EVERY)."""
+        nonlocal deletes
+        check(look=deletes % LOOK_EVERY == 0)
+        deletes += 1
+
     store, report = repo.store, GcReport(dry_run=dry_run)
     grace = max(ORPHAN_GRACE, 2 * LeaseTimes.from_environment().stale)
     young = store_now(store) - grace   # under the lock, before anything is listed
@@ -235,9 +249,8 @@ def _collect(repo: Repository, dry_run: bool, threshold: float, target: int,
     if builder.entries:
         freed -= _write(store, builder, written)
         report.packs_written += 1
-    # 2. the index objects of removed packs, 3. the packs. Each only while the lock is
-    # surely held: a leased lock that ran out lets backups in that may reuse these chunks.
-    still_held()
+    # 2. the index objects of removed packs, 3. the packs. Each delete only while the
+    # lock is surely held (still_held).
     doomed = {p for p in remove if layout.pack(p) not in written}
     for name, packs in indexes.items():
         if set(packs) & doomed and name not in written:
@@ -246,11 +259,12 @@ def _collect(repo: Repository, dry_run: bool, threshold: float, target: int,
                 kept = [(p, pack_entries(store, p)) for p in packs if p not in doomed]
                 index_id, data = encode_index(kept)
                 store.put(layout.index(index_id), data)
+            still_held()
             store.delete(name)
             report.objects_deleted += 1
-    still_held()
     for pack_id in remove:
         if pack_id in doomed:
+            still_held()
             store.delete(layout.pack(pack_id))
             report.objects_deleted += 1
     report.bytes_freed = freed

@@ -159,16 +159,17 @@ class LeasedLock:
         log.warning("lock %s of %s lost: %s", self.name, self._locks.store.describe(), why)
         return False
 
-    def check(self) -> None:
+    def check(self, *, look: bool = True) -> None:
         """RepositoryError unless the lease surely holds for ``headroom`` more seconds and
-        the lock object is still there. Called before anything that names chunks."""
+        (``look``: one HEAD) the lock object is still there. Called before anything that
+        names chunks; gc before each delete (looking every ``mover.repo.gc.LOOK_EVERY``)."""
         times = self._locks.times
         if self._lost is None and clock.boottime() > self._lease_end - times.headroom:
             self.renew()
         if self._lost is None and clock.boottime() > self._lease_end - times.headroom:
             self._lose(f"less than {times.headroom:.0f} s of its {times.lease:.0f} s lease "
                        "is left and it cannot be renewed")
-        if self._lost is None and self._locks.store.stat(self.object_name) is None:
+        if look and self._lost is None and self._locks.store.stat(self.object_name) is None:
             self._lose("its lock object was removed by another process, which found it "
                        "stale")
         if self._lost is not None:

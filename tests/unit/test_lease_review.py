@@ -216,3 +216,44 @@ def test_commit_refuses_when_a_disk_index_it_wrote_is_gone(fake: FakeTime) -> No
         pending.commit(record(bid, [disk()]))
     assert store.stat(layout.record(VM, bid)) is None
     pending.abort()
+
+
+# -- W1: gc checked its lease once per delete phase, not before each delete -----------------
+
+def test_gc_paused_between_two_deletes_deletes_nothing_more(fake: FakeTime) -> None:
+    """gc is frozen after its first index delete; a writer takes the lock meanwhile,
+    deduplicates against the second doomed pack (its index still there) and commits."""
+    store = MemoryStore()
+    repo = Repository.on(store, locks(store, "a"), block_size=BS)
+    blocks = [bytes([n]) * BS for n in (7, 8)]
+    for n, block in enumerate(blocks):            # two backups: a pack and an index each
+        bid = f"2026120{n + 1}T000000Z-aaaaa{n}"
+        with repo.begin(VM, bid) as pending:
+            pending.write_index(2000, store_disk(repo, [block], 3 * BS + 100))
+            pending.commit(record(bid, [disk()]))
+    for found in repo.list_backups():
+        repo.remove_backup(found)                 # both packs are garbage now
+
+    def writer_commits_meanwhile() -> None:
+        fake.t += TIMES.stale + 1                 # gc is frozen here
+        other = Repository.on(store, locks(store, "w"), block_size=BS)
+        bid = "20261205T000000Z-bbbbbb"
+        with other.begin(VM, bid) as pending:
+            # one of the two dedups against the doomed pack whose index is still there
+            pending.write_index(2000, store_disk(other, blocks, 3 * BS + 100))
+            pending.commit(record(bid, [disk()]))
+
+    class PausesAfterFirstIndexDelete(Hook):
+        def delete(self, name: str) -> None:
+            self.inner.delete(name)
+            if name.startswith(layout.INDEX) and self.action is not None:
+                action, self.action = self.action, None
+                action()
+
+    paused = PausesAfterFirstIndexDelete(store, "", "")
+    paused.action = writer_commits_meanwhile
+    with pytest.raises(RepositoryError, match="no longer held"):
+        collect(Repository.on(paused, locks(paused, "gc")))  # type: ignore[arg-type]
+    reader = Repository.on(store, locks(store, "r"))
+    assert [r.id for r in reader.list_backups()] == ["20261205T000000Z-bbbbbb"]
+    assert reader.verify(read_data=True) == []
