@@ -20,6 +20,7 @@ same error, because chunks of the lost pack are in the table but not in the repo
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
@@ -30,6 +31,8 @@ from mover.repo.chunktable import ChunkTable
 from mover.repo.codec import ChunkCodec
 from mover.repo.packfile import PackBuilder, decode_index, encode_index
 from mover.repo.store import Store
+
+log = logging.getLogger(__name__)
 
 PACK_TARGET = 16 * 1024 * 1024
 """Bytes of encoded chunks per pack before it is sealed (docs/performance.md: why 16 MiB)."""
@@ -112,12 +115,23 @@ class PackedChunks:
         wait = max(REFRESH_EVERY, REFRESH_SHARE * self._refresh_cost)
         if clock.monotonic() - self._refreshed_at < wait or self._refreshing.locked():
             return
-        self.refresh()
+        try:
+            self.refresh()
+        except RepositoryError as exc:
+            # Only for deduplication against other writers: the chunks of this process are
+            # durable and indexed whatever it finds (a lost lock is refused by the next
+            # check of the writer, not here).
+            log.warning("cannot reload the pack indexes of %s (%s); going on without",
+                        self.store.describe(), exc)
 
     def _refresh(self) -> int:
+        with self._lock:
+            # Only what was loaded before the LIST can be missing from it: another thread
+            # of this process may write a pack (and add its index) while the LIST runs.
+            known = set(self._loaded)
         present = list(self.store.list(layout.INDEX))
         with self._lock:
-            if self._loaded - set(present):
+            if known - set(present):
                 if self._open is not None or self._in_flight:
                     raise RepositoryError("the repository was garbage-collected while this "
                                           "process had unwritten chunks; run again")

@@ -4,7 +4,9 @@ wrong result before."""
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,10 +14,12 @@ import pytest
 from mover import clock
 from mover.errors import RepositoryError
 from mover.repo import MemoryStore, Repository, layout
+from mover.repo.config import RepoConfig
+from mover.repo.faulty import FaultyStore
 from mover.repo.gc import ORPHAN_GRACE, collect
 from mover.repo.leases import LeasedLocks, LeaseTimes
 from mover.repo.packfile import PackBuilder
-from mover.repo.packs import write_pack
+from mover.repo.packs import REFRESH_EVERY, PackedChunks, write_pack
 from mover.repo.pending import PendingBackup
 
 from .test_leases import TIMES, FakeTime, fake, locks
@@ -257,3 +261,49 @@ def test_gc_paused_between_two_deletes_deletes_nothing_more(fake: FakeTime) -> N
     reader = Repository.on(store, locks(store, "r"))
     assert [r.id for r in reader.list_backups()] == ["20261205T000000Z-bbbbbb"]
     assert reader.verify(read_data=True) == []
+
+
+# -- R1: a refresh took this process's own new index for a gc -------------------------------
+
+class ListsThenRuns(Hook):
+    """``list`` answers what was there when it started, then runs ``action`` before it
+    returns (what another thread did while the LIST was on the wire)."""
+
+    def list(self, prefix: str) -> Iterator[str]:
+        names = list(self.inner.list(prefix))
+        if self.action is not None and prefix.startswith(self.match):
+            action, self.action = self.action, None
+            action()
+        return iter(names)
+
+
+def test_a_refresh_is_not_fooled_by_a_pack_this_process_writes_during_its_list(
+        fake: FakeTime) -> None:
+    """Another thread (another disk) seals a pack while ``sync``'s refresh lists index/:
+    its index is loaded but not in the listing. Before, sync failed ("the repository was
+    garbage-collected") with a pack open, or dropped the table without one."""
+    store = MemoryStore()
+    racy = ListsThenRuns(store, "list", layout.INDEX)
+    chunks = PackedChunks(racy, RepoConfig(block_size=BS).codec(), target=2 * BS)  # type: ignore[arg-type]
+    blocks = [os.urandom(BS) for _ in range(4)]   # incompressible: 2 fill a pack
+    chunks.put(chunks.digest(blocks[0]), blocks[0])
+
+    def other_thread_fills_a_pack() -> None:
+        for block in blocks[1:]:        # one pack written, one open
+            chunks.put(chunks.digest(block), block)
+    racy.action = other_thread_fills_a_pack
+    fake.t += REFRESH_EVERY + 1
+    chunks.sync()
+    assert racy.action is None and len(chunks) == 4
+    assert all(chunks.read_block(chunks.digest(b)) == b for b in blocks)
+
+
+def test_a_failed_dedup_refresh_does_not_fail_the_sync(fake: FakeTime) -> None:
+    store = FaultyStore(MemoryStore())
+    chunks = PackedChunks(store, RepoConfig(block_size=BS).codec())
+    block = os.urandom(BS)
+    chunks.put(chunks.digest(block), block)
+    store.fail("list", layout.INDEX)
+    fake.t += REFRESH_EVERY + 1
+    chunks.sync()
+    assert store.rules[0].fired == 1 and chunks.read_block(chunks.digest(block)) == block
