@@ -21,6 +21,7 @@ from mover.repo.leases import LeasedLocks, LeaseTimes
 from mover.repo.packfile import PackBuilder
 from mover.repo.packs import REFRESH_EVERY, PackedChunks, write_pack
 from mover.repo.pending import PendingBackup
+from mover.repo.store import Stat
 
 from .test_leases import TIMES, FakeTime, fake, locks
 from .test_repository import BS, VM, backup, disk, record, store_disk
@@ -307,3 +308,25 @@ def test_a_failed_dedup_refresh_does_not_fail_the_sync(fake: FakeTime) -> None:
     fake.t += REFRESH_EVERY + 1
     chunks.sync()
     assert store.rules[0].fired == 1 and chunks.read_block(chunks.digest(block)) == block
+
+
+# -- R2: clean_stale compared the local clock with the store's mtimes -----------------------
+
+class StoreClockBehind(MemoryStore):
+    """A store whose clock is two hours behind ours."""
+
+    def stat(self, name: str) -> Stat | None:
+        found = super().stat(name)
+        return None if found is None else Stat(found.size, found.mtime - 7200)
+
+
+def test_clean_stale_judges_age_by_the_stores_clock(fake: FakeTime) -> None:
+    store = StoreClockBehind()
+    repo = Repository.on(store, locks(store, "w"), block_size=BS)
+    debris = layout.disk_index(VM, "20261202T000000Z-bbbbbb", 2000)
+    store.put(debris, b"left by a writer that died a minute ago")
+    fake.t += 60
+    assert repo.clean_stale(max_age=3600) == [] and store.stat(debris) is not None
+    fake.t += 3600
+    assert repo.clean_stale(max_age=3600) == [layout.backup_dir(VM, "20261202T000000Z-bbbbbb")]
+    assert store.stat(debris) is None
