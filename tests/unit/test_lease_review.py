@@ -330,3 +330,16 @@ def test_clean_stale_judges_age_by_the_stores_clock(fake: FakeTime) -> None:
     fake.t += 3600
     assert repo.clean_stale(max_age=3600) == [layout.backup_dir(VM, "20261202T000000Z-bbbbbb")]
     assert store.stat(debris) is None
+
+
+# -- R3: what a check costs (docs/repository.md says it) ------------------------------------
+
+def test_a_backups_check_costs_one_head_per_lock_it_holds(fake: FakeTime) -> None:
+    store = FaultyStore(MemoryStore())
+    repo = Repository.on(store, locks(store, "w"), block_size=BS)
+    pending = repo.begin(VM, "20261202T000000Z-bbbbbb")
+    before = dict(store.calls)
+    pending.check_locks()
+    assert {k: v - before.get(k, 0) for k, v in store.calls.items()
+            if v != before.get(k, 0)} == {"stat": 2}
+    pending.abort()
