@@ -35,11 +35,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mover import clock
 from mover.errors import IntegrityError, ObjectMissing, RepositoryError
 from mover.index import FixedIndex
 from mover.repo import layout
 from mover.repo.journal import Journal
 from mover.repo.leases import LeaseTimes
+from mover.repo.locks import Lock
 from mover.repo.packfile import (
     TAIL_SIZE,
     Entry,
@@ -64,6 +66,8 @@ a writer that passed its check before gc took the lock has put its pack and its 
 then, or its index never comes. A longer ``MOVER_LOCK_LEASE`` lengthens it in proportion."""
 
 
+WAIT_POLL = 5.0
+"""Seconds between two looks at the repository lock when gc waits at most ``--wait``."""
 LOOK_EVERY = 100
 """gc checks its lease before every delete, and asks the store whether its lock object is
 still there before every ``LOOK_EVERY``-th (a HEAD each time would double the requests)."""
@@ -146,18 +150,38 @@ def pack_entries(store: Store, pack_id: bytes) -> list[Entry]:
 
 def collect(repo: Repository, dry_run: bool = False, repack_threshold: float = 0.5,
             progress: Callable[[str], None] | None = None,
-            pack_target: int = PACK_TARGET) -> GcReport:
-    """Run gc under the exclusive repository lock (waiting for running backups)."""
+            pack_target: int = PACK_TARGET, wait: float | None = None) -> GcReport:
+    """Run gc under the exclusive repository lock, waiting for running backups: for ever,
+    or (``wait``) at most that many seconds, then RepositoryError."""
     lock = repo.locks.acquire(layout.LOCK_REPOSITORY, wait=False)
     if lock is None:
         if progress is not None:
-            progress("waiting for the backups, restores and verifies that use the repository")
-        lock = repo.locks.acquire(layout.LOCK_REPOSITORY)
+            progress("waiting for the backups, restores and verifies that use the repository"
+                     + ("" if wait is None else f" (at most {wait:.0f} s)"))
+        lock = _acquire_within(repo, wait)
     assert lock is not None
     try:
         return _collect(repo, dry_run, repack_threshold, pack_target, lock.check)
     finally:
         lock.release()
+
+
+def _acquire_within(repo: Repository, wait: float | None) -> Lock:
+    if wait is None:
+        lock = repo.locks.acquire(layout.LOCK_REPOSITORY)
+        assert lock is not None  # a waiting acquire always returns a lock
+        return lock
+    deadline = clock.boottime() + wait
+    while True:
+        lock = repo.locks.acquire(layout.LOCK_REPOSITORY, wait=False)
+        if lock is not None:
+            return lock
+        if clock.boottime() >= deadline:
+            raise RepositoryError(
+                f"gc waited {wait:.0f} s for the repository lock of {repo.location} and it is "
+                "still held by running backups, restores or verifies (the log names them); "
+                "run gc again when they are done, or with a longer --wait")
+        clock.sleep(min(WAIT_POLL, max(deadline - clock.boottime(), 0.0)))
 
 
 def _collect(repo: Repository, dry_run: bool, threshold: float, target: int,

@@ -63,6 +63,8 @@ PROBES = 3
 #: Environment variable: the lease in seconds (tests use a few seconds; default 300).
 LEASE_VARIABLE = "MOVER_LOCK_LEASE"
 MAX_LEASE = 86400.0
+#: Seconds between two log lines naming the holder a waiting acquire waits for.
+SAY_EVERY = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +242,7 @@ class LeasedLocks:
             self._serial += 1
             holder = f"{self.holder}-{self._serial}"
         own = layout.lock_object(name, exclusive, holder)
-        attempt = 0
+        attempt, said = 0, 0.0
         while True:
             started = clock.boottime()
             self.store.put(own, self.content(exclusive), replace=True)
@@ -264,7 +266,8 @@ class LeasedLocks:
                     return None
                 clock.sleep(random.uniform(0.1, 0.3))
                 continue
-            if attempt == 1:
+            if attempt == 1 or clock.boottime() >= said + SAY_EVERY:
+                said = clock.boottime()   # and again now and then: who it waits for
                 log.info("waiting for lock %s of %s, held by %s", name,
                          self.store.describe(), conflict)
             # Random, so that two acquirers that saw each other do not meet again.

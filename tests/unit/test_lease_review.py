@@ -343,3 +343,29 @@ def test_a_backups_check_costs_one_head_per_lock_it_holds(fake: FakeTime) -> Non
     assert {k: v - before.get(k, 0) for k, v in store.calls.items()
             if v != before.get(k, 0)} == {"stat": 2}
     pending.abort()
+
+
+# -- R4: gc waited for ever, and said once whom for -----------------------------------------
+
+def test_gc_waits_at_most_wait_seconds(fake: FakeTime) -> None:
+    store = MemoryStore()
+    repo = Repository.on(store, locks(store, "w"), block_size=BS)
+    pending = repo.begin(VM, "20261202T000000Z-bbbbbb")   # a running backup
+    started = fake.t
+    with pytest.raises(RepositoryError, match=r"gc waited 30 s .* longer --wait"):
+        collect(Repository.on(store, locks(store, "gc")), wait=30.0)
+    assert 30.0 <= fake.t - started < 30.0 + 10.0
+    pending.abort()
+
+
+def test_a_waiting_acquire_names_the_holder_now_and_then(
+        fake: FakeTime, caplog: pytest.LogCaptureFixture) -> None:
+    store = MemoryStore()
+    long = LeaseTimes.scaled(600.0)                        # stale after 840 s
+    held = LeasedLocks(store, long, holder="busy", refresh_thread=False).acquire(
+        layout.LOCK_REPOSITORY, shared=True)
+    assert held is not None
+    caplog.set_level("INFO", logger="mover.repo.leases")
+    assert locks(store, "gc").acquire(layout.LOCK_REPOSITORY) is not None   # once stale
+    waits = [r for r in caplog.records if r.getMessage().startswith("waiting for lock")]
+    assert len(waits) >= 10 and all("busy" in r.getMessage() for r in waits)
