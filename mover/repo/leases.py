@@ -227,13 +227,15 @@ class LeasedLocks:
             return None
         except ValueError:
             body = None
+        longest = LeaseTimes.scaled(MAX_LEASE).stale
         found = body.get("stale") if isinstance(body, dict) else None
         if isinstance(found, int | float) and not isinstance(found, bool) and found > 0:
-            return float(found)
+            return min(float(found), longest)
         lease = body.get("lease") if isinstance(body, dict) else None
         if isinstance(lease, int | float) and not isinstance(lease, bool) and lease > 0:
-            return float(lease) * 1.4   # written before "stale" was: default proportions
-        return LeaseTimes.scaled(MAX_LEASE).stale
+            # written before "stale" was: the default proportions
+            return min(LeaseTimes.scaled(float(lease)).stale, longest)
+        return longest
 
     def acquire(self, name: str, *, shared: bool = False,
                 wait: bool = True) -> LeasedLock | None:

@@ -369,3 +369,12 @@ def test_a_waiting_acquire_names_the_holder_now_and_then(
     assert locks(store, "gc").acquire(layout.LOCK_REPOSITORY) is not None   # once stale
     waits = [r for r in caplog.records if r.getMessage().startswith("waiting for lock")]
     assert len(waits) >= 10 and all("busy" in r.getMessage() for r in waits)
+
+
+def test_a_holders_stale_is_capped_at_the_longest_lease(fake: FakeTime) -> None:
+    store = MemoryStore()
+    name = layout.lock_object(layout.LOCK_REPOSITORY, True, "someone")
+    store.put(name, b'{"stale": 1e12}\n')
+    fake.t += LeaseTimes.scaled(86400.0).stale + 1
+    assert locks(store, "gc").acquire(layout.LOCK_REPOSITORY, wait=False) is not None
+    assert store.stat(name) is None
