@@ -25,6 +25,8 @@ def declare(sub: Commands,
     g.add_argument("--dry-run", action="store_true", help="count what would be freed")
     g.add_argument("--repack-threshold", type=float, default=0.5, metavar="FRACTION",
                    help="rewrite packs with more than this fraction of garbage (default 0.5)")
+    g.add_argument("--wait", type=float, metavar="SECONDS",
+                   help="wait at most this long for running backups (default: for ever)")
     g.add_argument("--json", action="store_true")
     g.set_defaults(run=run)
     return g
@@ -34,8 +36,10 @@ def run(args: argparse.Namespace) -> int:
     threshold: float = args.repack_threshold
     if not 0.0 <= threshold <= 1.0:
         raise UsageError("--repack-threshold must be between 0 and 1")
+    if args.wait is not None and args.wait < 0:
+        raise UsageError("--wait must be at least 0 seconds")
     report = maintenance.gc(args.repo, args.dry_run, threshold,
-                            lambda m: print(f"mover: {m}", file=sys.stderr))
+                            lambda m: print(f"mover: {m}", file=sys.stderr), wait=args.wait)
     if args.json:
         print(json.dumps({"status": "ok", **report.to_json()}, sort_keys=True))
         return 0

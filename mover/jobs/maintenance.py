@@ -59,8 +59,9 @@ def forget(repo_path: RepoLocation, policy: KeepPolicy, vm: str | None = None,
 
 
 def gc(repo_path: RepoLocation, dry_run: bool = False, repack_threshold: float = 0.5,
-       note: Callable[[str], None] | None = None) -> GcReport:
-    return collect(Repository.open(repo_path, create=False), dry_run, repack_threshold, note)
+       note: Callable[[str], None] | None = None, wait: float | None = None) -> GcReport:
+    return collect(Repository.open(repo_path, create=False), dry_run, repack_threshold, note,
+                   wait=wait)
 
 
 def check(repo_path: RepoLocation, read_data: bool = False, subset: tuple[int, int] = (1, 1),

@@ -19,7 +19,10 @@ pack that exists:
 2. delete the index objects of the packs being removed (their live chunks, if any, are now
    indexed in the new packs; from here on the old packs are unreferenced);
 3. delete the old packs, and packs no index names (left by a writer killed between
-   writing a pack and its index).
+   writing a pack and its index) once they are older than ``ORPHAN_GRACE`` by the store's
+   clock, counted back from when gc took its lock: a young one may be a writer's whose
+   index is on its way (a writer checks its lease just before each put, but a put may
+   land late; ``docs/repository.md``).
 
 A chunk stored twice (two writers at once) is live only in the pack the table names; the
 other copy is garbage like any other.
@@ -32,10 +35,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mover import clock
 from mover.errors import IntegrityError, ObjectMissing, RepositoryError
 from mover.index import FixedIndex
 from mover.repo import layout
 from mover.repo.journal import Journal
+from mover.repo.leases import LeaseTimes
+from mover.repo.locks import Lock
 from mover.repo.packfile import (
     TAIL_SIZE,
     Entry,
@@ -47,9 +53,24 @@ from mover.repo.packfile import (
 )
 from mover.repo.packs import PACK_TARGET, PackedChunks, write_pack
 from mover.repo.store import Store
+from mover.repo.storeclock import store_now
 
 if TYPE_CHECKING:
     from mover.repo.repository import Repository
+
+
+ORPHAN_GRACE = 2 * LeaseTimes().stale
+"""Seconds: a pack no index names is removed only when it is older than this. Twice the
+longest time a leased lock can outlive its holder's last check (``LeaseTimes.stale``):
+a writer that passed its check before gc took the lock has put its pack and its index by
+then, or its index never comes. A longer ``MOVER_LOCK_LEASE`` lengthens it in proportion."""
+
+
+WAIT_POLL = 5.0
+"""Seconds between two looks at the repository lock when gc waits at most ``--wait``."""
+LOOK_EVERY = 100
+"""gc checks its lease before every delete, and asks the store whether its lock object is
+still there before every ``LOOK_EVERY``-th (a HEAD each time would double the requests)."""
 
 
 @dataclass(slots=True)
@@ -129,13 +150,15 @@ def pack_entries(store: Store, pack_id: bytes) -> list[Entry]:
 
 def collect(repo: Repository, dry_run: bool = False, repack_threshold: float = 0.5,
             progress: Callable[[str], None] | None = None,
-            pack_target: int = PACK_TARGET) -> GcReport:
-    """Run gc under the exclusive repository lock (waiting for running backups)."""
+            pack_target: int = PACK_TARGET, wait: float | None = None) -> GcReport:
+    """Run gc under the exclusive repository lock, waiting for running backups: for ever,
+    or (``wait``) at most that many seconds, then RepositoryError."""
     lock = repo.locks.acquire(layout.LOCK_REPOSITORY, wait=False)
     if lock is None:
         if progress is not None:
-            progress("waiting for the backups, restores and verifies that use the repository")
-        lock = repo.locks.acquire(layout.LOCK_REPOSITORY)
+            progress("waiting for the backups, restores and verifies that use the repository"
+                     + ("" if wait is None else f" (at most {wait:.0f} s)"))
+        lock = _acquire_within(repo, wait)
     assert lock is not None
     try:
         return _collect(repo, dry_run, repack_threshold, pack_target, lock.check)
@@ -143,9 +166,38 @@ def collect(repo: Repository, dry_run: bool = False, repack_threshold: float = 0
         lock.release()
 
 
+def _acquire_within(repo: Repository, wait: float | None) -> Lock:
+    if wait is None:
+        lock = repo.locks.acquire(layout.LOCK_REPOSITORY)
+        assert lock is not None  # a waiting acquire always returns a lock
+        return lock
+    deadline = clock.boottime() + wait
+    while True:
+        lock = repo.locks.acquire(layout.LOCK_REPOSITORY, wait=False)
+        if lock is not None:
+            return lock
+        if clock.boottime() >= deadline:
+            raise RepositoryError(
+                f"gc waited {wait:.0f} s for the repository lock of {repo.location} and it is "
+                "still held by running backups, restores or verifies (the log names them); "
+                "run gc again when they are done, or with a longer --wait")
+        clock.sleep(min(WAIT_POLL, max(deadline - clock.boottime(), 0.0)))
+
+
 def _collect(repo: Repository, dry_run: bool, threshold: float, target: int,
-             still_held: Callable[[], None]) -> GcReport:
+             check: Callable[..., None]) -> GcReport:
+    deletes = 0
+
+    def still_held() -> None:
+        """Before every delete: a leased lock that ran out lets backups in that may
+        deduplicate against the chunks about to go (cheap; a HEAD every LOOK_EVERY)."""
+        nonlocal deletes
+        check(look=deletes % LOOK_EVERY == 0)
+        deletes += 1
+
     store, report = repo.store, GcReport(dry_run=dry_run)
+    grace = max(ORPHAN_GRACE, 2 * LeaseTimes.from_environment().stale)
+    young = store_now(store) - grace   # under the lock, before anything is listed
     table = PackedChunks(store, repo.codec)       # fresh: what the repository holds now
     if table.damaged:
         raise IntegrityError(f"pack indexes {', '.join(table.damaged)} are damaged; run "
@@ -165,16 +217,19 @@ def _collect(repo: Repository, dry_run: bool, threshold: float, target: int,
         for pack_id in packs:
             holders.setdefault(pack_id, []).append(name)
     sizes: dict[bytes, int] = {}
+    mtimes: dict[bytes, float] = {}
     for name in store.list(layout.PACKS):
         found, stat = layout.pack_id_of(name), store.stat(name)
         if found is not None and stat is not None:
-            sizes[found] = stat.size
+            sizes[found], mtimes[found] = stat.size, stat.mtime
     report.packs_before = len(sizes)
     report.bytes_before = sum(sizes.values())
     remove: list[bytes] = []
     repack: list[tuple[bytes, list[Entry]]] = []
     for pack_id in sizes:
         if pack_id not in holders:
+            if mtimes[pack_id] > young:
+                continue  # its index may be on its way
             report.orphan_packs += 1
             remove.append(pack_id)
             continue
@@ -218,9 +273,8 @@ def _collect(repo: Repository, dry_run: bool, threshold: float, target: int,
     if builder.entries:
         freed -= _write(store, builder, written)
         report.packs_written += 1
-    # 2. the index objects of removed packs, 3. the packs. Each only while the lock is
-    # surely held: a leased lock that ran out lets backups in that may reuse these chunks.
-    still_held()
+    # 2. the index objects of removed packs, 3. the packs. Each delete only while the
+    # lock is surely held (still_held).
     doomed = {p for p in remove if layout.pack(p) not in written}
     for name, packs in indexes.items():
         if set(packs) & doomed and name not in written:
@@ -229,11 +283,12 @@ def _collect(repo: Repository, dry_run: bool, threshold: float, target: int,
                 kept = [(p, pack_entries(store, p)) for p in packs if p not in doomed]
                 index_id, data = encode_index(kept)
                 store.put(layout.index(index_id), data)
+            still_held()
             store.delete(name)
             report.objects_deleted += 1
-    still_held()
     for pack_id in remove:
         if pack_id in doomed:
+            still_held()
             store.delete(layout.pack(pack_id))
             report.objects_deleted += 1
     report.bytes_freed = freed

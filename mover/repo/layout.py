@@ -129,6 +129,12 @@ def lock_object(lock: str, exclusive: bool, holder: str) -> str:
     return f"{lock_prefix(lock)}{'x' if exclusive else 's'}-{check_component('holder', holder)}"
 
 
+def clock_probe(token: str) -> str:
+    """A short-lived object whose ``mtime`` tells the store's time (``mover.repo.storeclock``);
+    no lock's (``split_lock`` rejects it)."""
+    return f"{LOCKS}clock-{check_component('probe', token)}"
+
+
 def split_lock(name: str) -> tuple[str, bool, str] | None:
     """``locks/<lock>/<x|s>-<holder>`` as (lock, exclusive, holder), or None."""
     parts = name.split("/")

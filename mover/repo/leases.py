@@ -8,15 +8,20 @@ a replace of one's own object, a list or a delete.
 
 **Acquire**: create one's object; read the store's time from its ``mtime`` (the server's
 clock stamps it, so the holders' clocks never meet); list the lock's objects; an object
-whose ``mtime`` is more than ``lease + margin`` older than one's own is *stale* (its holder
-died or stopped refreshing) and is deleted, shared or not; any other object that
-conflicts (exclusive against anything) means: delete one's own and wait (or return None).
+whose ``mtime`` is more than ``lease + margin`` older than one's own, by the acquirer's
+times *and* by the holder's (written in its body: a holder on a longer lease renews less
+often), is *stale* (its holder died or stopped refreshing) and is deleted, shared or not;
+any other object that conflicts (exclusive against anything) means: delete one's own and
+wait (or return None).
 Two acquirers that see each other both back off and try again after a random pause.
 
 **Refresh**: a background thread replaces the object every ``refresh`` seconds; that
-renews the holder's lease to ``start + lease`` (``start``: monotonic time before the
-renewal was sent) only if the renewal started *and returned* before the lease it renews
-ended, and the object was still there. Otherwise the lock is *lost* for good.
+renews the holder's lease to ``start + lease`` (``start``: ``clock.boottime`` before the
+renewal was sent, a clock that runs on while the machine is suspended) only if the
+renewal started *and returned* before the lease it renews ended, and the object was still
+there. Otherwise the lock is *lost* for good. An acquirer that deleted a stale object
+lists again before it decides nothing conflicts: that holder's renewal may land just
+after the delete.
 
 **Why gc cannot delete under a paused writer.** Another process deletes an object only
 when its stamp is older than ``lease + margin`` by the store's clock. A renewal the holder
@@ -37,6 +42,7 @@ after its last renewal, then the next acquirer deletes it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -46,7 +52,7 @@ import threading
 from dataclasses import dataclass
 
 from mover import clock
-from mover.errors import RepositoryError
+from mover.errors import ObjectMissing, RepositoryError
 from mover.repo import layout
 from mover.repo.store import Store
 
@@ -56,6 +62,9 @@ log = logging.getLogger(__name__)
 PROBES = 3
 #: Environment variable: the lease in seconds (tests use a few seconds; default 300).
 LEASE_VARIABLE = "MOVER_LOCK_LEASE"
+MAX_LEASE = 86400.0
+#: Seconds between two log lines naming the holder a waiting acquire waits for.
+SAY_EVERY = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +90,7 @@ class LeaseTimes:
             lease = float(text)
         except ValueError:
             lease = -1.0
-        if not 1.0 <= lease <= 86400.0:
+        if not 1.0 <= lease <= MAX_LEASE:
             raise RepositoryError(f"{LEASE_VARIABLE}={text!r} is not a lease in seconds "
                                   "(1 to 86400); unset it for the default of 300")
         return cls.scaled(lease)
@@ -126,7 +135,7 @@ class LeasedLock:
         with self._guard:
             if self._lost is not None:
                 return False
-            start = clock.monotonic()
+            start = clock.boottime()
             if start >= self._lease_end:
                 return self._lose(f"its lease ran out {start - self._lease_end:.0f} s before "
                                   "it could be renewed (the process was paused or the "
@@ -141,7 +150,7 @@ class LeasedLock:
             except RepositoryError as exc:
                 log.warning("cannot renew lock %s: %s", self.name, exc)
                 return True
-            end = clock.monotonic()
+            end = clock.boottime()
             if end >= self._lease_end:
                 return self._lose("its renewal returned after the lease had run out")
             self._lease_end = start + self._locks.times.lease
@@ -152,16 +161,17 @@ class LeasedLock:
         log.warning("lock %s of %s lost: %s", self.name, self._locks.store.describe(), why)
         return False
 
-    def check(self) -> None:
+    def check(self, *, look: bool = True) -> None:
         """RepositoryError unless the lease surely holds for ``headroom`` more seconds and
-        the lock object is still there. Called before anything that names chunks."""
+        (``look``: one HEAD) the lock object is still there. Called before anything that
+        names chunks; gc before each delete (looking every ``mover.repo.gc.LOOK_EVERY``)."""
         times = self._locks.times
-        if self._lost is None and clock.monotonic() > self._lease_end - times.headroom:
+        if self._lost is None and clock.boottime() > self._lease_end - times.headroom:
             self.renew()
-        if self._lost is None and clock.monotonic() > self._lease_end - times.headroom:
+        if self._lost is None and clock.boottime() > self._lease_end - times.headroom:
             self._lose(f"less than {times.headroom:.0f} s of its {times.lease:.0f} s lease "
                        "is left and it cannot be renewed")
-        if self._lost is None and self._locks.store.stat(self.object_name) is None:
+        if look and self._lost is None and self._locks.store.stat(self.object_name) is None:
             self._lose("its lock object was removed by another process, which found it "
                        "stale")
         if self._lost is not None:
@@ -203,7 +213,29 @@ class LeasedLocks:
 
     def content(self, exclusive: bool) -> bytes:
         return (f'{{"holder": "{self.holder}", "exclusive": {str(exclusive).lower()}, '
-                f'"lease": {self.times.lease}, "renewed": "{clock.iso()}"}}\n').encode()
+                f'"lease": {self.times.lease}, "stale": {self.times.stale}, '
+                f'"renewed": "{clock.iso()}"}}\n').encode()
+
+    def _holders_stale(self, name: str) -> float | None:
+        """Seconds after its last renewal at which the holder of lock object ``name`` counts
+        it stale, from the object's body (its own ``LeaseTimes``, which may be longer than
+        ours); None if the object is gone. A body that says nothing usable counts as the
+        longest lease there is: such an object is left for its holder, or for a person."""
+        try:
+            body = json.loads(self.store.get(name))
+        except ObjectMissing:
+            return None
+        except ValueError:
+            body = None
+        longest = LeaseTimes.scaled(MAX_LEASE).stale
+        found = body.get("stale") if isinstance(body, dict) else None
+        if isinstance(found, int | float) and not isinstance(found, bool) and found > 0:
+            return min(float(found), longest)
+        lease = body.get("lease") if isinstance(body, dict) else None
+        if isinstance(lease, int | float) and not isinstance(lease, bool) and lease > 0:
+            # written before "stale" was: the default proportions
+            return min(LeaseTimes.scaled(float(lease)).stale, longest)
+        return longest
 
     def acquire(self, name: str, *, shared: bool = False,
                 wait: bool = True) -> LeasedLock | None:
@@ -212,9 +244,9 @@ class LeasedLocks:
             self._serial += 1
             holder = f"{self.holder}-{self._serial}"
         own = layout.lock_object(name, exclusive, holder)
-        attempt = 0
+        attempt, said = 0, 0.0
         while True:
-            started = clock.monotonic()
+            started = clock.boottime()
             self.store.put(own, self.content(exclusive), replace=True)
             try:
                 conflict = self._conflicts(name, own, exclusive)
@@ -236,7 +268,8 @@ class LeasedLocks:
                     return None
                 clock.sleep(random.uniform(0.1, 0.3))
                 continue
-            if attempt == 1:
+            if attempt == 1 or clock.boottime() >= said + SAY_EVERY:
+                said = clock.boottime()   # and again now and then: who it waits for
                 log.info("waiting for lock %s of %s, held by %s", name,
                          self.store.describe(), conflict)
             # Random, so that two acquirers that saw each other do not meet again.
@@ -250,7 +283,7 @@ class LeasedLocks:
             raise RepositoryError(f"lock object {own} of {self.store.describe()} vanished "
                                   "right after it was written; is another mover removing "
                                   "locks by hand?")
-        found = None
+        found, removed = None, False
         for other in self.store.list(layout.lock_prefix(name)):
             parts = layout.split_lock(other)
             if other == own or parts is None:
@@ -260,14 +293,27 @@ class LeasedLocks:
             stat = self.store.stat(other)
             if stat is None:
                 continue  # released meanwhile
-            if mine.mtime - stat.mtime > self.times.stale:
-                log.warning("removing stale lock %s of %s (last renewed %.0f s before now "
-                            "by the store's clock; its holder is gone)", other,
-                            self.store.describe(), mine.mtime - stat.mtime)
-                self.store.delete(other)
-                continue
+            # Stale by the holder's lease as well as ours: a holder on a longer lease
+            # renews less often (a gc started with a short MOVER_LOCK_LEASE must not delete
+            # a worker's object renewed seconds ago). One GET, only for a candidate.
+            age = mine.mtime - stat.mtime
+            if age > self.times.stale:
+                holders = self._holders_stale(other)
+                if holders is None:
+                    continue  # released meanwhile
+                if age > holders:
+                    log.warning("removing stale lock %s of %s (last renewed %.0f s before "
+                                "now by the store's clock; its holder is gone)", other,
+                                self.store.describe(), age)
+                    self.store.delete(other)
+                    removed = True
+                    continue
             if exclusive or parts[1]:
                 found = found or parts[2]
+        if removed and found is None:
+            # Look again: a holder judged stale may have been renewing just then (a renewal
+            # sent before our delete and landing after it recreates its object).
+            return self._conflicts(name, own, exclusive)
         return found
 
     def _delete_quietly(self, own: str) -> None:

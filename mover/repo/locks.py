@@ -30,8 +30,11 @@ from mover.repo.ioerrors import io_error
 class Lock(Protocol):
     def release(self) -> None: ...
 
-    def check(self) -> None:
-        """RepositoryError if this lock may have been lost (a lease that ran out)."""
+    def check(self, *, look: bool = True) -> None:
+        """RepositoryError if this lock may have been lost (a lease that ran out).
+        ``look=False``: judged from what the holder knows (its lease and its clock), without
+        asking the store whether its lock object is still there: a check cheap enough to
+        make before every single delete of gc."""
         ...
 
 
@@ -66,7 +69,7 @@ class FileLock:
             os.close(self._fd)
             self._fd = -1
 
-    def check(self) -> None:
+    def check(self, *, look: bool = True) -> None:
         """A flock is held until released or the process ends."""
 
 
@@ -139,7 +142,7 @@ class _MemoryLock:
             self._held = False
             self._owner._release(self._name, self._shared)
 
-    def check(self) -> None:
+    def check(self, *, look: bool = True) -> None:
         """Held until released."""
 
 

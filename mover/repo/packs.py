@@ -20,6 +20,7 @@ same error, because chunks of the lost pack are in the table but not in the repo
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
@@ -30,6 +31,8 @@ from mover.repo.chunktable import ChunkTable
 from mover.repo.codec import ChunkCodec
 from mover.repo.packfile import PackBuilder, decode_index, encode_index
 from mover.repo.store import Store
+
+log = logging.getLogger(__name__)
 
 PACK_TARGET = 16 * 1024 * 1024
 """Bytes of encoded chunks per pack before it is sealed (docs/performance.md: why 16 MiB)."""
@@ -44,18 +47,22 @@ SPARE_BUFFERS = 2
 
 
 def write_pack(store: Store, builder: PackBuilder,
-               before_index: Callable[[], None] | None = None) -> tuple[bytes, bytes, int]:
+               guard: Callable[[], None] | None = None) -> tuple[bytes, bytes, int]:
     """Seal ``builder`` and write the pack, then its index (the durability order: only then
-    may anything name its chunks). ``before_index`` may refuse (raise) just before the
-    index is written: an index makes the chunks visible to every other writer, so it is
-    written only under a lock that surely still holds (``mover.repo.leases``); a pack
-    without its index is ignored, and gc removes it. Returns (pack id, index id, bytes
-    written)."""
+    may anything name its chunks). ``guard`` may refuse (raise) just before each of the two
+    puts: both are written only under a lock that surely still holds
+    (``mover.repo.leases``), so that a writer that woke past its lease writes nothing more
+    (an index makes the chunks visible to every other writer; a pack landing while gc runs
+    would be taken for one without its index). A pack without its index is ignored, and gc
+    removes it once it is older than ``mover.repo.gc.ORPHAN_GRACE``. Returns (pack id,
+    index id, bytes written)."""
     entries = list(builder.entries)
     pack_id, data = builder.seal()
+    if guard is not None:
+        guard()
     store.put(layout.pack(pack_id), data)
-    if before_index is not None:
-        before_index()
+    if guard is not None:
+        guard()
     index_id, index = encode_index([(pack_id, entries)])
     store.put(layout.index(index_id), index)
     size = len(data) + len(index)
@@ -86,8 +93,8 @@ class PackedChunks:
         self._refreshing = threading.Lock()         # one refresh at a time
         self._refreshed_at = 0.0                    # clock.monotonic() of the last one
         self._refresh_cost = 0.0                    # seconds it took
-        # Called before each pack index is written: the Repository checks the locks of its
-        # pending backups there (a leased lock that ran out must not publish chunks).
+        # Called before each pack and each pack index is written: the Repository checks the
+        # locks of its pending backups there (a leased lock that ran out writes nothing).
         self.guard: Callable[[], None] | None = None
         self.refresh()
 
@@ -108,12 +115,23 @@ class PackedChunks:
         wait = max(REFRESH_EVERY, REFRESH_SHARE * self._refresh_cost)
         if clock.monotonic() - self._refreshed_at < wait or self._refreshing.locked():
             return
-        self.refresh()
+        try:
+            self.refresh()
+        except RepositoryError as exc:
+            # Only for deduplication against other writers: the chunks of this process are
+            # durable and indexed whatever it finds (a lost lock is refused by the next
+            # check of the writer, not here).
+            log.warning("cannot reload the pack indexes of %s (%s); going on without",
+                        self.store.describe(), exc)
 
     def _refresh(self) -> int:
+        with self._lock:
+            # Only what was loaded before the LIST can be missing from it: another thread
+            # of this process may write a pack (and add its index) while the LIST runs.
+            known = set(self._loaded)
         present = list(self.store.list(layout.INDEX))
         with self._lock:
-            if self._loaded - set(present):
+            if known - set(present):
                 if self._open is not None or self._in_flight:
                     raise RepositoryError("the repository was garbage-collected while this "
                                           "process had unwritten chunks; run again")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -16,6 +17,8 @@ from mover.repo.journal import Journal
 from mover.repo.locks import Lock
 from mover.repo.records import BackupRecord
 from mover.repo.store import Store
+
+log = logging.getLogger(__name__)
 
 
 class PendingBackup:
@@ -54,6 +57,7 @@ class PendingBackup:
         """Store what a later run needs to resume this backup. A pending backup with a
         checkpoint is kept when the run fails or is interrupted."""
         self._check_open()
+        self.check_locks()   # a run that took over this backup id owns its checkpoint now
         data = json.dumps(checkpoint, indent=2, sort_keys=True).encode() + b"\n"
         self.store.put(layout.checkpoint(self.vm_instance_uuid, self.backup_id), data,
                        replace=True)
@@ -91,6 +95,15 @@ class PendingBackup:
             raise RepositoryError(f"backup {record.id}: no index written for disks {missing}")
         record.status = "committed"
         self.check_locks()
+        for key in sorted({disk.key for disk in record.disks}):
+            # Written by this run, but a run that took over the backup id while this one
+            # was paused may have removed it: a record must not name a missing index.
+            name = layout.disk_index(self.vm_instance_uuid, self.backup_id, key)
+            if self.store.stat(name) is None:
+                raise RepositoryError(f"backup {record.id}: its index {name} of "
+                                      f"{self.store.describe()} is gone (removed by another "
+                                      "run of this backup id?); nothing is committed, run "
+                                      "the backup again")
         data = json.dumps(record.to_json(), indent=2, sort_keys=True).encode() + b"\n"
         if not self.store.put(layout.record(self.vm_instance_uuid, self.backup_id), data):
             raise RepositoryError(f"backup {record.id} is already committed")
@@ -103,18 +116,29 @@ class PendingBackup:
         no checkpoint was written (nothing could be resumed from it)."""
         if self._done:
             return
-        if self.read_checkpoint() is None:
+        if self._locks_held() and self.read_checkpoint() is None:
             self.abort()
             return
         self._finish()
 
     def abort(self) -> None:
-        """Remove everything this backup wrote; safe to call twice or after a commit."""
+        """Remove everything this backup wrote; safe to call twice or after a commit. With
+        a lock lost (its lease ran out) nothing is removed: another run may have taken over
+        this backup id and written there since; what is left, ``clean_stale`` sweeps."""
         if self._done:
             return
-        with contextlib.suppress(RepositoryError):  # what is left, clean_stale sweeps
-            remove_pending(self.store, self.prefix)
+        if self._locks_held():
+            with contextlib.suppress(RepositoryError):  # what is left, clean_stale sweeps
+                remove_pending(self.store, self.prefix)
         self._finish()
+
+    def _locks_held(self) -> bool:
+        try:
+            self.check_locks()
+        except RepositoryError as exc:
+            log.warning("backup %s is left as it is: %s", self.prefix, exc)
+            return False
+        return True
 
     def check_locks(self) -> None:
         """RepositoryError if a lock of this backup may have been lost (a leased lock whose

@@ -145,7 +145,7 @@ class Repository:
             self._writing.pop(id(pending), None)
 
     def _check_writers(self) -> None:
-        """Before a pack index is written: the locks of every pending backup of this
+        """Before a pack or a pack index is written: the locks of every pending backup of this
         process still hold (packs are shared by the backups of one process)."""
         with self._writing_guard:
             writers = list(self._writing.values())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from mover import clock
 from mover.repo import layout
+from mover.repo.storeclock import store_now
 
 if TYPE_CHECKING:
     from mover.repo.repository import Repository
@@ -29,7 +29,9 @@ def clean_stale(repo: Repository, max_age: float = 3600.0) -> list[str]:
     sweep = getattr(repo.store, "clean_temporaries", None)
     if sweep is not None:
         removed.extend(f"tmp/{n}" for n in sweep(max_age))
-    cutoff = clock.now().timestamp() - max_age
+    # By the store's clock: on an object store the server stamps mtime, and its clock may
+    # be minutes or hours off ours.
+    cutoff = store_now(repo.store) - max_age
     pending: dict[tuple[str, str], list[str]] = {}
     for name in repo.store.list(layout.BACKUPS):
         parts = layout.split_backup(name)

@@ -28,6 +28,8 @@ class FakeTime:
     def monotonic(self) -> float:
         return self.t
 
+    boottime = monotonic
+
     def now(self) -> datetime:
         return datetime(2026, 12, 2, tzinfo=UTC) + timedelta(seconds=self.t)
 
@@ -38,7 +40,7 @@ class FakeTime:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
     fake = FakeTime()
-    for name in ("monotonic", "now", "sleep"):
+    for name in ("monotonic", "boottime", "now", "sleep"):
         monkeypatch.setattr(clock, name, getattr(fake, name))
     return fake
 
