@@ -60,3 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command(args)
     except MoverError as exc:
         return fail(exc, args.json)
+
+
+def job_commands() -> dict[str, argparse.ArgumentParser]:
+    """The parsers of the commands a ``mover job`` file may name (their options are its
+    keys; ``mover.jobfile``)."""
+    commands: dict[str, argparse.ArgumentParser] = parser().parse_args(["job", "-"]).commands
+    return dict(commands)

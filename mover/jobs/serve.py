@@ -27,6 +27,7 @@ from types import FrameType
 import mover
 from mover import clock
 from mover.errors import MoverError, NotFoundError, UsageError
+from mover.pipeline.nbdkit import path_without_venv
 from mover.repo import Repository
 from mover.repo.s3url import RepoLocation, is_s3_url
 
@@ -118,6 +119,8 @@ def _environment(repo: str) -> dict[str, str]:
     paths = [str(Path(mover.__file__).resolve().parent.parent), *site.getsitepackages()]
     old = os.environ.get("PYTHONPATH")
     passed = {name: os.environ[name] for name in _PASSED if name in os.environ}
+    if "PATH" in passed:   # the embedded interpreter must find the system's python3
+        passed["PATH"] = path_without_venv(passed["PATH"])
     if is_s3_url(repo):
         passed.update({name: value for name, value in os.environ.items()
                        if name.startswith("AWS_") or name in _PASSED_S3})

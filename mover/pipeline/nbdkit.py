@@ -116,11 +116,18 @@ def plugin_environment() -> dict[str, str]:
     take the virtualenv's (another build of Python: its C modules fail to load)."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    if sys.prefix != sys.base_prefix:
-        own = os.path.join(sys.prefix, "bin")
-        env["PATH"] = os.pathsep.join(d for d in env.get("PATH", "").split(os.pathsep)
-                                      if d and os.path.realpath(d) != os.path.realpath(own))
+    env["PATH"] = path_without_venv(env.get("PATH", ""))
     return env
+
+
+def path_without_venv(path: str) -> str:
+    """``path`` (a PATH value) without this virtualenv's ``bin``, so that an interpreter
+    embedded in nbdkit finds the system's ``python3`` and its standard library."""
+    if sys.prefix == sys.base_prefix:
+        return path
+    own = os.path.realpath(os.path.join(sys.prefix, "bin"))
+    return os.pathsep.join(d for d in path.split(os.pathsep)
+                           if d and os.path.realpath(d) != own)
 
 
 class NbdkitServer:

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"os"
 	"path"
+	"path/filepath"
 
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
@@ -26,5 +27,9 @@ func (l *Lab) writeNVRAM(sv *simulator.VirtualMachine) error {
 		data = append(data, seed[:]...)
 		seed = sha256.Sum256(seed[:])
 	}
-	return os.WriteFile(l.datastorePath(rel), data[:nvramSize], 0o644)
+	dir := l.datastorePath("")
+	if info, ok := l.datastores[p.Datastore]; ok { // the VM's home datastore, wherever it is
+		dir = info.dir
+	}
+	return os.WriteFile(filepath.Join(dir, filepath.FromSlash(rel)), data[:nvramSize], 0o644)
 }

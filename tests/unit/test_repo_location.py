@@ -34,10 +34,10 @@ def test_a_bad_s3_url_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_a_job_file_takes_the_same_repository_values(tmp_path: Path) -> None:
     from mover import jobfile
-    from mover.cli import _subparsers, parser
+    from mover.cli.main import job_commands
     from mover.errors import UsageError
 
-    commands = _subparsers(parser())
+    commands = job_commands()
     base = {"type": "restore", "backup": "b", "disk": 2000, "output": str(tmp_path / "o")}
     _, settings = jobfile.load(json.dumps({**base, "repo": "s3://backups/site-a"}), "j",
                                {"restore": commands["restore"]})

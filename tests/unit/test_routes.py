@@ -87,12 +87,12 @@ def test_only_blocks_wholly_inside_zeros_are_skipped(reads: list[Extent],
 def test_job_files_check_the_nbd_keys(job: dict[str, object], says: str) -> None:
     import json
 
-    from mover.cli import _subparsers, parser
+    from mover.cli.main import job_commands
     from mover.jobfile import load
 
     body = {"type": "backup", "server": "vc", "user": "u", "vm": "v", "repo": "/r", **job}
     with pytest.raises(UsageError, match=says):
-        load(json.dumps(body), "job.json", {"backup": _subparsers(parser())["backup"]})
+        load(json.dumps(body), "job.json", {"backup": job_commands()["backup"]})
 
 
 def test_a_job_file_may_name_filters_and_refuses_the_plugins_own_keys() -> None:
