@@ -41,7 +41,9 @@ ensure_objectstore() {
 # plugin is not in Debian 12: production installs it with VMware's VDDK (docs/vsphere.md).
 ensure_nbd() {
   APT_INSTALL_OPTS=--no-install-recommends ensure_apt nbdkit nbdkit-plugin-python libnbd-bin \
-    nbdfuse fuse3 qemu-utils e2fsprogs
+    fuse3 qemu-utils e2fsprogs
+  # Debian 12 ships nbdfuse inside libnbd-bin; later releases as a package of its own
+  command -v nbdfuse >/dev/null || APT_INSTALL_OPTS=--no-install-recommends ensure_apt nbdfuse
 }
 
 # ensure_venv: .venv with mover installed editable and its test extras. Re-installs only when
