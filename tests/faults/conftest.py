@@ -3,13 +3,33 @@ with a table of them (``pytest tests/faults``)."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Generator
 from typing import Any
 
 import pytest
 
+from mover_lab import Lab
+
 _ROWS: list[tuple[str, str, str]] = []
 _KEY = pytest.StashKey[list[tuple[str, str]]]()
+
+
+MakeVm = Callable[..., str]
+
+
+@pytest.fixture
+def make_vm(lab: Lab, unique_name: Callable[[str], str]) -> MakeVm:
+    """make_vm(capacity, written, seed, cbt=True) -> the name of a new thin one-disk lab VM
+    (disk 2000) whose first ``written`` bytes are random (from ``seed``), with the lab
+    freezing snapshot digests for the restore checks."""
+    def make(capacity: int, written: int, seed: int, cbt: bool = True) -> str:
+        lab.configure(snapshotDigests=True)
+        name = unique_name("vm")
+        lab.create_vm(name, [{"capacity": capacity, "type": "thin"}], cbt=cbt)
+        lab.write(name, 2000, 0, random.Random(seed).randbytes(written))
+        return name
+    return make
 
 
 @pytest.fixture

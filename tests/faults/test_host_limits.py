@@ -4,13 +4,13 @@ grows with the disk (not a count of attempts) and says which refusal it met."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from e2e.runner import backup, backup_args, committed, mover, restore_sha256, snapshot_digests
 
+from faults.conftest import MakeVm
 from mover_lab import Lab
 
 MiB = 1 << 20
@@ -19,12 +19,8 @@ Matrix = Callable[[str, str], None]
 
 
 @pytest.fixture
-def vm(lab: Lab, unique_name: Callable[[str], str]) -> str:
-    lab.configure(snapshotDigests=True)
-    name = unique_name("vm")
-    lab.create_vm(name, [{"capacity": 32 * MiB, "type": "thin"}], cbt=True)
-    lab.write(name, KEY, 0, random.Random(4).randbytes(16 * MiB))
-    return name
+def vm(make_vm: MakeVm) -> str:
+    return make_vm(32 * MiB, 16 * MiB, seed=4)
 
 
 def identical(lab: Lab, vm: str, repo: Path, result: dict, tmp: Path) -> bool:

@@ -6,7 +6,6 @@ mover snapshot is left."""
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from e2e.runner import (
     snapshot_digests,
 )
 
+from faults.conftest import MakeVm
 from mover_lab import Lab
 
 MiB = 1 << 20
@@ -32,12 +32,8 @@ Matrix = Callable[[str, str], None]
 
 
 @pytest.fixture
-def vm(lab: Lab, unique_name: Callable[[str], str]) -> str:
-    lab.configure(snapshotDigests=True)
-    name = unique_name("vm")
-    lab.create_vm(name, [{"capacity": 64 * MiB, "type": "thin"}])
-    lab.write(name, KEY, 0, random.Random(1).randbytes(24 * MiB))
-    return name
+def vm(make_vm: MakeVm) -> str:
+    return make_vm(64 * MiB, 24 * MiB, seed=1, cbt=False)
 
 
 

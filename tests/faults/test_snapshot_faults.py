@@ -5,7 +5,6 @@ reason, never a wrong backup."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from e2e.runner import (
     snapshot_digests,
 )
 
+from faults.conftest import MakeVm
 from mover_lab import Lab
 
 MiB = 1 << 20
@@ -28,12 +28,8 @@ Matrix = Callable[[str, str], None]
 
 
 @pytest.fixture
-def vm(lab: Lab, unique_name: Callable[[str], str]) -> str:
-    lab.configure(snapshotDigests=True)
-    name = unique_name("vm")
-    lab.create_vm(name, [{"capacity": 16 * MiB, "type": "thin"}], cbt=True)
-    lab.write(name, KEY, 0, random.Random(5).randbytes(3 * MiB))
-    return name
+def vm(make_vm: MakeVm) -> str:
+    return make_vm(16 * MiB, 3 * MiB, seed=5)
 
 
 def identical(lab: Lab, vm: str, repo: Path, result: dict, tmp: Path) -> bool:

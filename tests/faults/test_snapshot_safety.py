@@ -6,7 +6,6 @@ run's snapshot alone."""
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from e2e.runner import (
 )
 from pyVim.task import WaitForTask
 
+from faults.conftest import MakeVm
 from mover.ownership import Owner
 from mover.vsphere.snapshots import TAG
 from mover_lab import Lab
@@ -36,12 +36,8 @@ Matrix = Callable[[str, str], None]
 
 
 @pytest.fixture
-def vm(lab: Lab, unique_name: Callable[[str], str]) -> str:
-    lab.configure(snapshotDigests=True)
-    name = unique_name("vm")
-    lab.create_vm(name, [{"capacity": 64 * MiB, "type": "thin"}], cbt=True)
-    lab.write(name, KEY, 0, random.Random(3).randbytes(24 * MiB))
-    return name
+def vm(make_vm: MakeVm) -> str:
+    return make_vm(64 * MiB, 24 * MiB, seed=3)
 
 
 def start_backup(lab: Lab, vm: str, repo: Path, *extra: str) -> subprocess.Popen[str]:
