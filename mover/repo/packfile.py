@@ -13,7 +13,10 @@ describes itself and a lost index can be rebuilt from the packs (``mover repair 
     end-40  8           T, the offset of the entries
     end-32  32          SHA-256 of bytes T .. end-48 (the entries and n, T)
 
-The pack's id (its name) is the SHA-256 of the whole pack.
+The pack's id (its name) is the SHA-256 of its trailer (bytes T to the end): it names the
+chunks, their offsets and lengths, so two packs of one name hold the same chunks at the same
+places (every chunk is checked against its digest when read). Not of the whole pack: hashing
+16 MiB per pack cost about 1 CPU second per GiB stored (docs/performance.md).
 
 A **pack index** object lists the chunks of one or more packs, sorted by digest:
 
@@ -112,7 +115,7 @@ class PackBuilder:
         self._len = table + len(tail)
         self._sealed = True
         data = memoryview(self._buf)[:self._len]
-        return hashlib.sha256(data).digest(), data
+        return hashlib.sha256(tail).digest(), data
 
 
 def tail_offset(size: int) -> int:

@@ -1,12 +1,16 @@
 """The chunks of a repository, appended into packs: ``has``, ``put``, ``sync``, ``get``.
 
 ``put`` encodes a block (``ChunkCodec``) and appends it to the *open* pack in memory (a
-reused buffer); when the open pack reaches ``target`` bytes it is sealed and written by the
-thread whose ``put`` filled it: first the pack object, then a pack index object naming its
-chunks, each durable when ``put`` of the store returns. ``sync`` seals the open pack
-(however small) and waits for every pack in flight, so when it returns every chunk ``put``
-before it is durable *and indexed*: only then may a journal, a disk index or a backup
-record name those chunks.
+reused buffer); when the open pack reaches ``target`` bytes it is sealed and handed to the
+*writer*, a thread of this object that writes packs one after another: first the pack
+object, then a pack index object naming its chunks, each durable when ``put`` of the store
+returns. The thread that filled the pack goes back to compressing (a write and its fsync
+took a core's worth of time from the pipeline). At most ``QUEUED`` sealed packs wait for
+the writer; a ``put`` that fills one more waits for room, holding no lock, so memory stays
+bounded and no two threads wait for each other: the writer waits for nothing but the
+store. ``sync`` hands over the open pack (however small) and waits until no pack is in
+flight, so when it returns every chunk ``put`` before it is durable *and indexed*: only
+then may a journal, a disk index or a backup record name those chunks.
 
 ``has`` is answered from the chunk table (``ChunkTable``, 44 bytes per chunk), which holds
 the repository's pack indexes (loaded at open, and again by ``refresh``) and this process's
@@ -15,13 +19,15 @@ own chunks, including those not yet written. Another process's chunks are seen a
 then a chunk may be stored twice, which costs space, never data.
 
 A pack write that fails breaks the store for this process: every later call raises the
-same error, because chunks of the lost pack are in the table but not in the repository.
+same error, because chunks of the lost pack are in the table but not in the repository;
+packs still waiting are dropped, not written (their chunks are lost with the first).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 
 from mover import clock
@@ -44,6 +50,11 @@ index objects on the lab's RGW)."""
 REFRESH_SHARE = 20
 SPARE_BUFFERS = 2
 """Buffers of written packs kept for the next ones (besides the open pack's)."""
+QUEUED = 1
+"""Sealed packs that may wait for the writer besides the one it writes: the pack buffers in
+memory are the open pack, the one being written, the queued ones and those of threads
+waiting for room (one each). The writer is about 10x faster than the pipeline fills packs,
+so the queue is nearly always empty."""
 
 
 def write_pack(store: Store, builder: PackBuilder,
@@ -86,7 +97,10 @@ class PackedChunks:
         self._loaded: set[str] = set()              # index objects in the table
         self._open: PackBuilder | None = None
         self._open_number = -1
-        self._in_flight = 0
+        self._in_flight = 0                         # taken from open, not yet written
+        self._queue: deque[tuple[int, PackBuilder]] = deque()  # sealed, for the writer
+        self._room = threading.Condition(self._lock)  # the queue has room
+        self._writer: threading.Thread | None = None  # running while the queue has packs
         self._spare: list[bytearray] = []           # buffers of written packs, for reuse
         self._broken: RepositoryError | None = None
         self.damaged: list[str] = []                # index objects that failed to parse
@@ -207,7 +221,7 @@ class PackedChunks:
             if len(self._open) >= self.target:
                 full = self._take_open()
         if full is not None:
-            self._write(*full)
+            self._hand_over(full)
         return len(blob)
 
     def sync(self) -> None:
@@ -217,7 +231,7 @@ class PackedChunks:
             self._check()
             full = self._take_open() if self._open is not None else None
         if full is not None:
-            self._write(*full)
+            self._hand_over(full)
         self.drain()
         with self._lock:
             self._check()
@@ -239,7 +253,44 @@ class PackedChunks:
         self._in_flight += 1
         return taken
 
+    def _hand_over(self, pack: tuple[int, PackBuilder]) -> None:
+        """Queue a pack taken from open for the writer (waiting for room), and start the
+        writer if it is not running. Called without the lock held."""
+        with self._lock:
+            while len(self._queue) >= QUEUED and self._broken is None:
+                self._room.wait()
+            if self._broken is not None:
+                self._in_flight -= 1  # never written: its chunks are lost with the first
+                self._idle.notify_all()
+                self._check()
+            self._queue.append(pack)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_queued, daemon=True,
+                                                name="mover-packs")
+                self._writer.start()
+
+    def _write_queued(self) -> None:
+        """The writer: writes queued packs in order until none is left, then ends (started
+        again by the next hand-over)."""
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._writer = None
+                    return
+                number, builder = self._queue.popleft()
+                self._room.notify()
+                broken = self._broken is not None
+            if broken:
+                with self._idle:
+                    self._in_flight -= 1
+                    self._room.notify_all()
+                    self._idle.notify_all()
+                continue
+            self._write(number, builder)
+
     def _write(self, number: int, builder: PackBuilder) -> None:
+        """Write one pack and its index; a failure is kept in ``_broken`` (raised by the
+        next call of any thread), not raised here."""
         try:
             pack_id, index_id, _ = write_pack(self.store, builder, self.guard)
         except BaseException as exc:
@@ -247,8 +298,9 @@ class PackedChunks:
                 self._in_flight -= 1
                 self._broken = exc if isinstance(exc, RepositoryError) else RepositoryError(
                     f"writing a pack to {self.store.describe()} failed: {exc!r}")
+                self._room.notify_all()
                 self._idle.notify_all()
-            raise
+            return
         with self._idle:
             self._packs[number] = pack_id
             self._numbers[pack_id] = number

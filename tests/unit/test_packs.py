@@ -61,9 +61,10 @@ def test_pack_round_trip_and_damage() -> None:
     blobs = [os.urandom(n) for n in (1, 100, 5000)]
     entries = [builder.add(hashlib.sha256(b).digest(), b) for b in blobs]
     pack_id, data = builder.seal()
-    assert pack_id == hashlib.sha256(data).digest()
     check_header(bytes(data[:16]))
     count, table = parse_tail(bytes(data[-TAIL_SIZE:]), len(data))
+    # the id names the trailer (entries, n, T, checksum), not the 16 MiB before it
+    assert pack_id == hashlib.sha256(bytes(data[table:])).digest()
     parsed = parse_entries(bytes(data[table:len(data) - TAIL_SIZE]), bytes(data[-TAIL_SIZE:]))
     assert count == 3 and parsed == entries
     for e, blob in zip(parsed, blobs, strict=True):
@@ -71,6 +72,19 @@ def test_pack_round_trip_and_damage() -> None:
     data[table + 3] ^= 1
     with pytest.raises(IntegrityError, match="checksum"):
         parse_entries(bytes(data[table:len(data) - TAIL_SIZE]), bytes(data[-TAIL_SIZE:]))
+
+
+def test_pack_id_names_the_chunks_and_their_places() -> None:
+    """Same chunks at the same offsets: the same id; a chunk more, fewer or elsewhere: not."""
+    def pack(*blobs: bytes) -> bytes:
+        builder = PackBuilder()
+        for b in blobs:
+            builder.add(hashlib.sha256(b).digest(), b)
+        return builder.seal()[0]
+
+    a, b, c = b"a" * 10, b"b" * 20, b"c" * 30
+    assert pack(a, b) == pack(a, b)
+    assert len({pack(a, b), pack(b, a), pack(a, b, c), pack(a), pack(a, c)}) == 5
 
 
 def test_pack_index_round_trip_and_damage() -> None:
@@ -245,3 +259,117 @@ def test_a_sync_now_and_then_sees_what_other_writers_stored(
     now[0] += REFRESH_EVERY + 0.1
     second.sync()
     assert second.has(digest) and second.put(digest, block) == 0
+
+
+def test_the_thread_that_fills_a_pack_does_not_write_it() -> None:
+    """The filled pack goes to the writer: ``put`` returns while the store is still writing
+    it, and ``sync`` returns only once it is written and indexed."""
+    import threading
+
+    store, codec = MemoryStore(), ChunkCodec(3)
+    writing, release = threading.Event(), threading.Event()
+    put = store.put
+
+    def slow_put(name: str, data: object, *, replace: bool = False) -> bool:
+        if name.startswith(layout.PACKS):
+            writing.set()
+            release.wait(5)
+        return put(name, data, replace=replace)  # type: ignore[arg-type]
+
+    store.put = slow_put  # type: ignore[method-assign]
+    chunks = PackedChunks(store, codec, target=4096)
+    block = os.urandom(5000)                                # incompressible: fills a pack
+    chunks.put(codec.digest(block), block)                  # returns: the writer writes
+    assert writing.wait(5) and not release.is_set()
+    synced = threading.Thread(target=chunks.sync)
+    synced.start()
+    synced.join(0.3)
+    assert synced.is_alive()                                # waits for the write
+    release.set()
+    synced.join(5)
+    assert not synced.is_alive() and len(list(store.list(layout.INDEX))) == 1
+
+
+@pytest.mark.parametrize("threads", [2, 4, 8])
+def test_many_threads_filling_packs_against_a_slow_store(threads: int) -> None:
+    """Threads filling small packs faster than a slow store takes them: no thread waits
+    for another (the hang of a first writer-thread design), every chunk is stored once and
+    readable after ``sync``, and at most open + writing + queued + one per waiting thread
+    packs are ever unwritten (bounded memory)."""
+    import threading
+    import time
+
+    from mover.repo.packs import QUEUED
+
+    store, codec = MemoryStore(), ChunkCodec(3)
+    put = store.put
+    unwritten_max = 0
+
+    def slow_put(name: str, data: object, *, replace: bool = False) -> bool:
+        nonlocal unwritten_max
+        if name.startswith(layout.PACKS):
+            unwritten_max = max(unwritten_max, len(chunks._buffers))
+            time.sleep(0.002)
+        return put(name, data, replace=replace)  # type: ignore[arg-type]
+
+    store.put = slow_put  # type: ignore[method-assign]
+    chunks = PackedChunks(store, codec, target=6000)
+    per_thread = [[os.urandom(3000) for _ in range(40)] for _ in range(threads)]
+    shared = [os.urandom(3000) for _ in range(10)]          # every thread stores these too
+
+    def work(mine: list[bytes]) -> None:
+        for i, block in enumerate(mine):
+            chunks.put(codec.digest(block), block)
+            if i % 4 == 0:
+                b = shared[(i // 4) % len(shared)]
+                chunks.put(codec.digest(b), b)
+            if i % 13 == 0:
+                chunks.sync()
+
+    workers = [threading.Thread(target=work, args=(m,)) for m in per_thread]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(30)
+    assert not any(w.is_alive() for w in workers)
+    chunks.sync()
+    assert chunks._in_flight == 0 and not chunks._queue and chunks._writer is None
+    assert 1 <= unwritten_max <= 2 + QUEUED + threads
+    everything = [b for m in per_thread for b in m] + shared
+    again = PackedChunks(store, codec)
+    assert len(again) == len(everything)                    # each chunk once
+    assert all(again.read_block(codec.digest(b)) == b for b in everything)
+
+
+def test_a_failed_write_with_packs_queued_behind_it_ends_every_wait() -> None:
+    """The writer fails a pack while others wait in the queue and threads wait for room:
+    every ``put`` and ``sync`` then raises (none hangs), and no index names a lost chunk."""
+    import threading
+
+    faulty = FaultyStore(MemoryStore())
+    faulty.fail("put", match="packs/")
+    codec = ChunkCodec(3)
+    chunks = PackedChunks(faulty, codec, target=4096)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(20):
+                block = os.urandom(5000)
+                chunks.put(codec.digest(block), block)
+            chunks.sync()
+        except RepositoryError as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(30)
+    assert not any(w.is_alive() for w in workers)
+    assert len(errors) == 4 and all("injected" in str(e) for e in errors)
+    with pytest.raises(RepositoryError, match="earlier pack write failed"):
+        chunks.sync()
+    chunks.drain()                                          # returns: nothing in flight
+    assert chunks._in_flight == 0
+    assert list(faulty.inner.list(layout.INDEX)) == []
