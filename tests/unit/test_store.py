@@ -177,3 +177,44 @@ def test_faulty_store_error_torn_and_crash() -> None:
     with pytest.raises(InjectedFault, match="gone"):
         faulty.list("")
     assert inner.get("packs/3") == b"ok"
+
+
+def _resident_pages(path: Path) -> int:
+    """Pages of ``path`` in the page cache (mincore of a private mapping)."""
+    import ctypes
+    import mmap
+
+    size = path.stat().st_size
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    with path.open("rb") as f:
+        mapped = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY)
+    try:
+        anchor = ctypes.c_char.from_buffer(mapped)
+        vec = (ctypes.c_ubyte * pages)()
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.mincore(ctypes.c_void_p(ctypes.addressof(anchor)), ctypes.c_size_t(size),
+                        vec) != 0:
+            raise OSError(ctypes.get_errno(), "mincore")
+        del anchor
+        return sum(v & 1 for v in vec)
+    finally:
+        mapped.close()
+
+
+def test_local_store_leaves_large_objects_out_of_the_page_cache(tmp_path: Path) -> None:
+    """A pack-sized object is dropped from the page cache once durable (what a backup
+    writes is not read back soon, and new page-cache pages are dear on a VM)."""
+    import os
+
+    from mover.repo.localstore import UNCACHED_FROM
+
+    mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    mount = max((m for m in mounts if str(tmp_path).startswith(m[1])), key=lambda m: len(m[1]))
+    if mount[2] == "tmpfs":
+        pytest.skip("tmpfs keeps every page: they are its storage")
+    store = LocalStore(tmp_path / "r")
+    data = os.urandom(2 * UNCACHED_FROM)
+    store.put("packs/ab/big", data)
+    path = store.path("packs/ab/big")
+    assert _resident_pages(path) == 0
+    assert store.get("packs/ab/big") == data                 # still readable, from disk
