@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import shtab
-
 from mover.cli.runner import Commands
 
 EXAMPLE = """example:
@@ -25,5 +23,7 @@ def declare(sub: Commands, common: argparse.ArgumentParser,
 
 
 def run(args: argparse.Namespace) -> int:
+    import shtab  # here: only this command needs it
+
     print(shtab.complete(args.top, shell=args.shell))
     return 0

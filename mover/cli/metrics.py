@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 
 from mover.cli.runner import Commands
-from mover.jobs import metrics
-from mover.repo import Repository
 
 EXAMPLE = """example:
   mover metrics --repo /backups/repo > /var/lib/node_exporter/textfile/mover_repo.prom.tmp \\
@@ -27,6 +25,9 @@ def declare(sub: Commands, common: argparse.ArgumentParser) -> argparse.Argument
 
 
 def run(args: argparse.Namespace) -> int:
+    from mover.jobs import metrics  # here: prometheus_client only for this command
+    from mover.repo import Repository
+
     repo_path: Path = args.repo
     sys.stdout.write(metrics.repository_text(Repository.open(repo_path, create=False)))
     return 0

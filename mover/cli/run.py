@@ -10,14 +10,8 @@ import sys
 import uuid
 from pathlib import Path
 
-from rich.console import Console
-
 from mover.cli.runner import Commands, run_async
 from mover.errors import UsageError
-from mover.jobs import jobspec
-from mover.jobs.stream import EventSink, EventStream
-from mover.jobs.worker import run_job
-from mover.progress import LogSink, NdjsonSink, RichSink, summary
 
 STOPPED = ("every snapshot of the job was removed and nothing more was committed; run the "
            "same job again to resume where it stopped")
@@ -44,6 +38,15 @@ def declare(sub: Commands, common: argparse.ArgumentParser) -> argparse.Argument
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: every command's parser is built at start-up, and only
+    # this one needs pydantic, rich and the worker (docs/performance.md, start-up).
+    from rich.console import Console
+
+    from mover.jobs import jobspec
+    from mover.jobs.stream import EventSink, EventStream
+    from mover.jobs.worker import run_job
+    from mover.sinks import LogSink, NdjsonSink, RichSink, summary
+
     if args.schema:
         print(json.dumps(jobspec.schema(), indent=2, sort_keys=True))
         return 0
