@@ -260,8 +260,7 @@ class PackedChunks:
             while len(self._queue) >= QUEUED and self._broken is None:
                 self._room.wait()
             if self._broken is not None:
-                self._in_flight -= 1  # never written: its chunks are lost with the first
-                self._idle.notify_all()
+                self._done()  # never written: its chunks are lost with the first
                 self._check()
             self._queue.append(pack)
             if self._writer is None:
@@ -281,10 +280,8 @@ class PackedChunks:
                 self._room.notify()
                 broken = self._broken is not None
             if broken:
-                with self._idle:
-                    self._in_flight -= 1
-                    self._room.notify_all()
-                    self._idle.notify_all()
+                with self._lock:
+                    self._done()
                 continue
             self._write(number, builder)
 
@@ -295,11 +292,9 @@ class PackedChunks:
             pack_id, index_id, _ = write_pack(self.store, builder, self.guard)
         except BaseException as exc:
             with self._idle:
-                self._in_flight -= 1
                 self._broken = exc if isinstance(exc, RepositoryError) else RepositoryError(
                     f"writing a pack to {self.store.describe()} failed: {exc!r}")
-                self._room.notify_all()
-                self._idle.notify_all()
+                self._done()
             return
         with self._idle:
             self._packs[number] = pack_id
@@ -308,8 +303,14 @@ class PackedChunks:
             if len(self._spare) < SPARE_BUFFERS:
                 self._spare.append(builder.buffer)
             self._loaded.add(layout.index(index_id))
-            self._in_flight -= 1
-            self._idle.notify_all()
+            self._done()
+
+    def _done(self) -> None:
+        """Under the lock: one pack in flight is done (written, failed or dropped); wake
+        ``drain`` and, after a failure, threads waiting for room (they raise it)."""
+        self._in_flight -= 1
+        self._room.notify_all()
+        self._idle.notify_all()
 
     def _check(self) -> None:
         if self._broken is not None:

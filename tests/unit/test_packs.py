@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -102,6 +103,22 @@ def test_pack_index_round_trip_and_damage() -> None:
         decode_index(bytes(damaged))
 
 
+def hold_pack_writes(store: MemoryStore) -> tuple[threading.Event, threading.Event]:
+    """Make ``store`` hold every pack write until released: (``writing``, set when a pack
+    write has begun; ``release``, which lets it and later ones go)."""
+    writing, release = threading.Event(), threading.Event()
+    put = store.put
+
+    def held_put(name: str, data: object, *, replace: bool = False) -> bool:
+        if name.startswith(layout.PACKS):
+            writing.set()
+            release.wait(5)
+        return put(name, data, replace=replace)  # type: ignore[arg-type]
+
+    store.put = held_put  # type: ignore[method-assign]
+    return writing, release
+
+
 def blocks(n: int, size: int = 4096) -> list[bytes]:
     return [os.urandom(size // 2) * 2 for _ in range(n)]
 
@@ -150,20 +167,9 @@ def test_a_chunk_reads_while_its_pack_is_being_written() -> None:
 def test_a_pending_backup_waits_for_pack_writes_in_flight_before_its_locks_go() -> None:
     """A pack another thread is writing when the backup ends (a cancelled copy's worker)
     lands before the locks are released: a gc waiting for them must not see it late."""
-    import threading
-
     from mover.repo import MemoryLocks, Repository
     store, codec = MemoryStore(), ChunkCodec(3)
-    writing, release = threading.Event(), threading.Event()
-    put = store.put
-
-    def slow_put(name: str, data: object, *, replace: bool = False) -> bool:
-        if name.startswith(layout.PACKS):
-            writing.set()
-            release.wait(5)
-        return put(name, data, replace=replace)  # type: ignore[arg-type]
-
-    store.put = slow_put  # type: ignore[method-assign]
+    writing, release = hold_pack_writes(store)
     locks = MemoryLocks()
     repo = Repository.on(store, locks, pack_target=4096)
     pending = repo.begin("vm", "20261201T000000Z-aaaaaa")
@@ -264,19 +270,8 @@ def test_a_sync_now_and_then_sees_what_other_writers_stored(
 def test_the_thread_that_fills_a_pack_does_not_write_it() -> None:
     """The filled pack goes to the writer: ``put`` returns while the store is still writing
     it, and ``sync`` returns only once it is written and indexed."""
-    import threading
-
     store, codec = MemoryStore(), ChunkCodec(3)
-    writing, release = threading.Event(), threading.Event()
-    put = store.put
-
-    def slow_put(name: str, data: object, *, replace: bool = False) -> bool:
-        if name.startswith(layout.PACKS):
-            writing.set()
-            release.wait(5)
-        return put(name, data, replace=replace)  # type: ignore[arg-type]
-
-    store.put = slow_put  # type: ignore[method-assign]
+    writing, release = hold_pack_writes(store)
     chunks = PackedChunks(store, codec, target=4096)
     block = os.urandom(5000)                                # incompressible: fills a pack
     chunks.put(codec.digest(block), block)                  # returns: the writer writes
@@ -296,7 +291,6 @@ def test_many_threads_filling_packs_against_a_slow_store(threads: int) -> None:
     for another (the hang of a first writer-thread design), every chunk is stored once and
     readable after ``sync``, and at most open + writing + queued + one per waiting thread
     packs are ever unwritten (bounded memory)."""
-    import threading
     import time
 
     from mover.repo.packs import QUEUED
@@ -344,8 +338,6 @@ def test_many_threads_filling_packs_against_a_slow_store(threads: int) -> None:
 def test_a_failed_write_with_packs_queued_behind_it_ends_every_wait() -> None:
     """The writer fails a pack while others wait in the queue and threads wait for room:
     every ``put`` and ``sync`` then raises (none hangs), and no index names a lost chunk."""
-    import threading
-
     faulty = FaultyStore(MemoryStore())
     faulty.fail("put", match="packs/")
     codec = ChunkCodec(3)
