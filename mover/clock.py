@@ -40,3 +40,14 @@ def now() -> datetime:
 def iso(moment: datetime | None = None) -> str:
     """UTC time as ``2026-11-25T02:15:00Z``."""
     return (moment or now()).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def stamp(moment: datetime | None = None) -> str:
+    """UTC time to the microsecond, ``2026-11-25T02:15:00.123456Z``: what orders a VM's
+    backups (two runs of a small VM can start in one second)."""
+    return (moment or now()).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse(text: str) -> datetime:
+    """A time written by :func:`iso` or :func:`stamp` (ValueError otherwise)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -45,7 +45,7 @@ _BUCKETS: dict[str, Callable[[datetime], str]] = {
 @dataclass(frozen=True, slots=True)
 class Candidate:
     """A backup as retention sees it: ``group`` is the VM instance UUID, ``time`` an aware
-    datetime (``datetime.fromisoformat(record.created)`` of a ``BackupRecord``)."""
+    datetime (``BackupRecord.created_at``)."""
 
     id: str
     group: str

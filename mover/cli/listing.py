@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from mover import clock
 from mover.cli.runner import Commands
 from mover.progress import human_bytes
 from mover.repo import Repository
@@ -36,5 +37,5 @@ def run(args: argparse.Namespace) -> int:
     for b in backups:
         disks = ", ".join(f"{d.key}:{d.mode[0]}" for d in b.disks)
         stored = human_bytes(sum(d.bytes_stored for d in b.disks))
-        print(f"{b.id:<26} {b.vm_name:<20} {b.created:<21} {disks:<24} {stored:>10}")
+        print(f"{b.id:<26} {b.vm_name:<20} {clock.iso(b.created_at):<21} {disks:<24} {stored:>10}")
     return 0

@@ -103,7 +103,7 @@ class BackupRun:
         self.result = BackupResult(status="running", backup_id=None, vm=vm.name)
         self.backup_id = self.repo.new_backup_id()
         self.snapshot_name = f"{snapshots.PREFIX}{self.backup_id}"
-        self.created = clock.iso()
+        self.created = clock.stamp()
         self.resuming: Checkpoint | None = None
         self.vm_config: dict[str, Any] = {}
         self.checkpoint: Checkpoint | None = None
@@ -194,7 +194,7 @@ class BackupRun:
             raise
         record = BackupRecord(
             id=self.backup_id, vm_name=self.vm.name, vm_instance_uuid=self.vm.instance_uuid,
-            vm_moref=self.vm.moref, created=self.created, finished=clock.iso(),
+            vm_moref=self.vm.moref, created=self.created, finished=clock.stamp(),
             parent=self.result.parent, snapshot=dict(self.result.snapshot), disks=records,
             vm_config=self.vm_config)
         # A signal that arrives while the record is written comes too late: the commit runs to
@@ -276,7 +276,7 @@ class BackupRun:
                 self.result.resumed_from = None
                 self.backup_id = self.repo.new_backup_id()
                 self.snapshot_name = f"{snapshots.PREFIX}{self.backup_id}"
-                self.created = clock.iso()
+                self.created = clock.stamp()
         return await asyncio.to_thread(self.repo.begin, self.vm.instance_uuid, self.backup_id)
 
     def _usable(self, disk: DiskInfo) -> bool:

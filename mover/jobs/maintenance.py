@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from mover.errors import NotFoundError
@@ -43,7 +42,7 @@ def forget(repo_path: RepoLocation, policy: KeepPolicy, vm: str | None = None,
     by_id = {r.id: r for r in records}
     result = ForgetResult(policy.describe(), dry_run)
     for selection in select((Candidate(r.id, r.vm_instance_uuid,
-                                       datetime.fromisoformat(r.created)) for r in records),
+                                       r.created_at) for r in records),
                             policy):
         for kept in selection.kept:
             record = by_id[kept.backup.id]

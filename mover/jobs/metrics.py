@@ -10,7 +10,6 @@ the repository, so a VM that failed in this run still shows when it last succeed
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from mover.repo import BackupRecord, Repository
 
 
 def _timestamp(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    return clock.parse(iso).timestamp()
 
 
 def job_registry(results: list[dict[str, Any]], seconds: float, exit_code: int,

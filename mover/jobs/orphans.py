@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from mover import clock
 from mover.errors import UnsupportedVMError
 from mover.jobs.control import ControlPlane
 from mover.ownership import Here, Owner, Verdict, judge
@@ -110,7 +111,7 @@ def _judge_all(listed: list[SnapshotRef], now: datetime, vm: VMFacts, repo: Repo
 
 def _parse_time(text: str) -> datetime | None:
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return clock.parse(text)
     except ValueError:
         return None
 

@@ -8,8 +8,10 @@ the wrong type raises RepositoryError naming the source and the key.
 from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
+from datetime import datetime
 from typing import Any, TypeVar
 
+from mover import clock
 from mover.errors import RepositoryError
 
 FORMAT_VERSION = 1
@@ -60,7 +62,9 @@ class DiskRecord:
 
 @dataclass(slots=True)
 class BackupRecord:
-    """A committed backup of one VM; ``created``/``finished`` are ISO 8601 UTC strings."""
+    """A committed backup of one VM; ``created``/``finished`` are ISO 8601 UTC strings,
+    to the microsecond since records of one second came out in either order (the second
+    alone in older records)."""
 
     id: str
     vm_name: str
@@ -86,6 +90,11 @@ class BackupRecord:
                 return disk
         raise KeyError(key)
 
+    @property
+    def created_at(self) -> datetime:
+        """When the backup began (before its snapshot): what orders a VM's backups."""
+        return clock.parse(self.created)
+
     def to_json(self) -> dict[str, Any]:
         data = _to_json(self)
         data["disks"] = [disk.to_json() for disk in self.disks]
@@ -105,6 +114,11 @@ class BackupRecord:
         if values.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
             raise RepositoryError(f"{source} has format version {values['format_version']}, "
                                   f"this mover reads {FORMAT_VERSION}: use a newer mover")
+        try:
+            clock.parse(values["created"])
+        except ValueError:
+            raise RepositoryError(f"{source}: created {values['created']!r} is not an ISO "
+                                  "8601 time") from None
         disks = []
         for n, disk in enumerate(values["disks"]):
             if not isinstance(disk, dict):

@@ -194,7 +194,7 @@ class Repository:
             if isinstance(record, RepositoryError):
                 raise record
             records.append(record)
-        return sorted(records, key=lambda r: (r.created, r.id))
+        return sorted(records, key=lambda r: (r.created_at, r.id))
 
     def get_backup(self, backup_id: str) -> BackupRecord:
         """The backup with this id, or NotFoundError."""

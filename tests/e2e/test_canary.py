@@ -65,6 +65,7 @@ def test_the_canary_catches_lossy_cbt_and_the_backup_restores_exact(
     # the next incremental builds on the corrected backup; CBT lost nothing since: exit 0
     lab.write(vm, KEY, 30 * MiB, b"later" * 100)
     later = backup(lab, vm, repo)
+    assert later["parent"] == result["backup_id"]
     assert later["disks"][0]["mode"] == "incremental"
     assert later["disks"][0]["cbt_suspect"] is False
     frozen = snapshot_digests(lab, vm, later["snapshot"])

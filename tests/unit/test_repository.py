@@ -182,6 +182,26 @@ def test_list_latest_and_filter(repo: Repository) -> None:
     assert latest is not None and latest.id == "b2"
 
 
+def test_backups_begun_in_one_second_are_ordered_by_the_microsecond(repo: Repository) -> None:
+    """Two runs of a small VM can begin in one second; the later must be ``latest`` (an
+    incremental builds on it; a canary's corrected full would be passed over otherwise),
+    whatever the random part of the ids. A record of an older mover (the second alone)
+    sorts by its time too, not by its string ("00Z" > "00.5Z" as text)."""
+    backup(repo, "20261125T021500Z-ffffff", created="2026-11-25T02:15:00.100000Z")
+    backup(repo, "20261125T021500Z-000000", created="2026-11-25T02:15:00.900000Z")
+    backup(repo, "20261125T021500Z-eeeeee", created="2026-11-25T02:15:00Z")
+    assert [r.id for r in repo.list_backups(VM)] == [
+        "20261125T021500Z-eeeeee", "20261125T021500Z-ffffff", "20261125T021500Z-000000"]
+    latest = repo.latest(VM)
+    assert latest is not None and latest.id == "20261125T021500Z-000000"
+
+
+def test_a_record_with_an_unreadable_time_is_refused_by_name(repo: Repository) -> None:
+    with pytest.raises(RepositoryError, match="created 'yesterday' is not an ISO 8601 time"):
+        BackupRecord.from_json({**record("b1", [disk()]).to_json(), "created": "yesterday"},
+                               "backup b1")
+
+
 def test_names_are_checked(repo: Repository) -> None:
     for bad in ["../x", "", ".hidden", "a/b"]:
         with pytest.raises(RepositoryError, match="not a valid name"):
